@@ -1,0 +1,128 @@
+"""CLI sub-commands of the classical tools: ``baseline``, ``reference``, ``evaluate``."""
+from __future__ import annotations
+
+import argparse
+
+from .progress import tqdm_progress
+
+
+def _add_points_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--points", required=True, metavar="FILE",
+                   help="Input point cloud: LAS, LAZ, PLY or NPZ.")
+    p.add_argument("--points-crs", metavar="CRS", default=None,
+                   help="CRS of the points (e.g. EPSG:2154) when the file has none; overrides the file's.")
+    p.add_argument("--resolution", required=True, type=float, metavar="R",
+                   help="Output pixel size in the point cloud's map units (e.g. 0.5).")
+    p.add_argument("--extent", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
+                   help="Output extent in the point cloud's CRS (default: the extent of the points).")
+    p.add_argument("--out", required=True, metavar="DSM.tif", help="Output GeoTIFF (COG); written atomically.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    from .baseline import make_baseline_dsm
+
+    with tqdm_progress("baseline", not args.quiet) as progress:
+        grid = make_baseline_dsm(
+            args.points, args.out, args.resolution, points_crs=args.points_crs, statistic=args.statistic,
+            fill=args.fill, fill_max_distance=args.fill_max_distance,
+            outlier_threshold=args.outlier_threshold, extent=args.extent, progress=progress,
+        )
+    print(f"Baseline DSM written: {args.out} ({grid.width} x {grid.height} px at {grid.resolution:g})")
+    return 0
+
+
+def _run_reference(args: argparse.Namespace) -> int:
+    from .reference import make_reference_dsm
+
+    with tqdm_progress("reference", not args.quiet) as progress:
+        grid = make_reference_dsm(
+            args.points, args.out, args.resolution, points_crs=args.points_crs,
+            building_mask_out=args.building_mask_out, fill_max_distance=args.fill_max_distance,
+            extent=args.extent, progress=progress,
+        )
+    print(f"Reference DSM written: {args.out} ({grid.width} x {grid.height} px at {grid.resolution:g})")
+    if args.building_mask_out:
+        print(f"Building mask written: {args.building_mask_out}")
+    return 0
+
+
+def _parse_masks(items: list[str]) -> dict[str, str]:
+    from .errors import InputError
+
+    masks = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--mask '{item}': use NAME=MASK.tif, e.g. --mask forest=forest.tif")
+        masks[name] = path
+    return masks
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_dsm
+
+    report = evaluate_dsm(
+        args.dsm, args.reference, building_mask=args.building_mask, extra_masks=_parse_masks(args.mask),
+        residual_out=args.residual_out, json_out=args.json, html_out=args.html,
+        building_dilation_px=args.building_dilation,
+    )
+    print(f"DSM:       {args.dsm}\nReference: {args.reference}\n")
+    print(report.as_table())
+    for label, path in (("Residuals", args.residual_out), ("JSON", args.json), ("HTML", args.html)):
+        if path:
+            print(f"{label} written: {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``baseline``, ``reference`` and ``evaluate`` to the ``implicity`` command."""
+    p = subparsers.add_parser(
+        "baseline", help="Classical DSM by gridding a point cloud (the baseline).",
+        description="Grid a point cloud into a DSM: per-cell statistic, optional outlier removal, "
+                    "hole filling. This is the classical DSM that ImpliCity is compared against.",
+    )
+    _add_points_args(p)
+    p.add_argument("--statistic", choices=["max", "median", "mean", "min"], default="max",
+                   help="Height statistic of the points in a cell (default: max = visible surface).")
+    p.add_argument("--fill", choices=["idw", "nearest", "none"], default="idw",
+                   help="How empty cells are filled: inverse-distance weighting, nearest, or left as nodata.")
+    p.add_argument("--fill-max-distance", type=float, default=10.0, metavar="D",
+                   help="Fill only holes within D map units of data (default 10); wider gaps stay nodata.")
+    p.add_argument("--outlier-threshold", type=float, default=None, metavar="T",
+                   help="Remove cells deviating more than T from their 5x5 neighbourhood median "
+                        "(default: off).")
+    p.set_defaults(run=_run_baseline)
+
+    p = subparsers.add_parser(
+        "reference", help="Reference DSM (+ building mask) from classified LiDAR.",
+        description="Make a reference DSM from a classified LiDAR cloud (max of non-noise returns; "
+                    "classes 7/18 dropped), and optionally a building mask from class 6.",
+    )
+    _add_points_args(p)
+    p.add_argument("--building-mask-out", default=None, metavar="MASK.tif",
+                   help="Also write a 0/1 building mask (cells with class-6 points, closed by 1 px).")
+    p.add_argument("--fill-max-distance", type=float, default=2.0, metavar="D",
+                   help="Fill gaps within D map units with the nearest height (default 2).")
+    p.set_defaults(run=_run_reference)
+
+    p = subparsers.add_parser(
+        "evaluate", help="Compare a DSM with a reference DSM (MAE, RMSE, MedAE, NMAD, bias).",
+        description="Compute residual = DSM - reference on the reference's grid and report MAE, RMSE, "
+                    "MedAE, NMAD (1.4826*median|r-median r|), bias and pixel counts overall, on "
+                    "buildings (mask dilated by 2 px) and on terrain.",
+    )
+    p.add_argument("--dsm", required=True, metavar="DSM.tif", help="DSM to evaluate.")
+    p.add_argument("--reference", required=True, metavar="REF.tif", help="Reference DSM (defines the grid).")
+    p.add_argument("--building-mask", default=None, metavar="MASK.tif",
+                   help="0/1 building mask; enables the building and terrain rows.")
+    p.add_argument("--building-dilation", type=int, default=2, metavar="PX",
+                   help="Dilate the building mask by PX pixels (default 2, as in the paper).")
+    p.add_argument("--mask", action="append", default=[], metavar="NAME=MASK.tif",
+                   help="Extra region mask (repeatable), e.g. --mask forest=forest.tif.")
+    p.add_argument("--residual-out", default=None, metavar="RES.tif", help="Write the residual raster.")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="Write the metrics as JSON.")
+    p.add_argument("--html", default=None, metavar="OUT.html", help="Write the metrics as an HTML table.")
+    p.set_defaults(run=_run_evaluate)
+
+

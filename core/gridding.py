@@ -1,0 +1,243 @@
+"""Classical DSM gridding: points → per-cell statistic → outlier removal → hole filling.
+
+This is the baseline that ImpliCity is compared against and the tool that turns classified LiDAR
+into reference DSMs. Everything is vectorised numpy/scipy (one sort per tile, no Python loops over
+points or pixels), and :func:`rasterize_to_file` works band by band so memory is bounded by the
+band size, not by the extent.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .errors import CancelledError, InputError
+from .raster import GeoTiffStreamWriter, GridSpec
+
+Statistic = Literal["max", "median", "mean", "min"]
+FillMethod = Literal["idw", "nearest", "none"]
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+
+def cell_index(xyz: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Flat cell index of each point inside the grid, and the mask of points inside."""
+    rows, cols = grid.rowcol(xyz[:, 0], xyz[:, 1])
+    inside = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
+    return rows[inside] * grid.width + cols[inside], inside
+
+
+def grid_points(xyz: np.ndarray, grid: GridSpec, statistic: Statistic = "max") -> np.ndarray:
+    """Per-cell statistic of point heights on ``grid``; NaN where a cell has no point."""
+    idx, inside = cell_index(xyz, grid)
+    z = xyz[inside, 2]
+    n_cells = grid.width * grid.height
+    out = np.full(n_cells, np.nan, dtype=np.float64)
+    if idx.size == 0:
+        return out.reshape(grid.shape).astype(np.float32)
+    if statistic == "mean":
+        counts = np.bincount(idx, minlength=n_cells)
+        sums = np.bincount(idx, weights=z, minlength=n_cells)
+        has = counts > 0
+        out[has] = sums[has] / counts[has]
+    elif statistic in ("max", "min"):
+        order = np.argsort(idx, kind="stable")
+        sidx, sz = idx[order], z[order]
+        starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+        reducer = np.maximum if statistic == "max" else np.minimum
+        out[sidx[starts]] = reducer.reduceat(sz, starts)
+    elif statistic == "median":
+        order = np.lexsort((z, idx))
+        sidx, sz = idx[order], z[order]
+        starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+        counts = np.diff(np.r_[starts, sidx.size])
+        lo = sz[starts + (counts - 1) // 2]
+        hi = sz[starts + counts // 2]
+        out[sidx[starts]] = 0.5 * (lo + hi)
+    else:
+        raise InputError(f"Unknown statistic '{statistic}'; use max, median, mean or min.")
+    return out.reshape(grid.shape).astype(np.float32)
+
+
+def count_points(xyz: np.ndarray, grid: GridSpec, select: np.ndarray | None = None) -> np.ndarray:
+    """Number of points (optionally only ``select``ed ones) per cell."""
+    pts = xyz if select is None else xyz[select]
+    idx, _ = cell_index(pts, grid)
+    return np.bincount(idx, minlength=grid.width * grid.height).reshape(grid.shape)
+
+
+def remove_outliers(dsm: np.ndarray, threshold: float, size: int = 5) -> np.ndarray:
+    """Drop cells that differ from their ``size``×``size`` neighbourhood median by > threshold.
+
+    Isolated spikes (birds, wires, matching blunders) and pits become holes that the filling step
+    then closes from their neighbours.
+    """
+    valid = np.isfinite(dsm)
+    if not valid.any():
+        return dsm
+    filled = fill_nearest(dsm)
+    med = ndimage.median_filter(filled, size=size, mode="nearest")
+    out = dsm.copy()
+    out[valid & (np.abs(dsm - med) > threshold)] = np.nan
+    return out
+
+
+def fill_nearest(dsm: np.ndarray, max_distance_px: float | None = None) -> np.ndarray:
+    """Fill NaN cells with the nearest valid cell (within ``max_distance_px`` if given)."""
+    holes = ~np.isfinite(dsm)
+    if not holes.any() or holes.all():
+        return dsm.copy()
+    dist, (ri, ci) = ndimage.distance_transform_edt(holes, return_indices=True)
+    out = dsm[ri, ci]
+    if max_distance_px is not None:
+        out = np.where(holes & (dist > max_distance_px), np.nan, out)
+    return out.astype(dsm.dtype, copy=False)
+
+
+def _tie_breaker(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """A tiny deterministic offset per *global* pixel, so equidistant rim pixels are ranked the
+    same way whether a hole is filled in one piece or band by band (no seams between bands)."""
+    h = np.sin(rows * 12.9898 + cols * 78.233) * 43758.5453
+    return (h - np.floor(h)) * 1e-3
+
+
+def fill_idw(dsm: np.ndarray, max_distance_px: float, k: int = 8, power: float = 2.0,
+             origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Inverse-distance-weighted filling of holes from the valid cells on their rims.
+
+    ``origin`` is the global (row, col) of ``dsm[0, 0]`` when filling one band of a larger raster.
+    """
+    holes = ~np.isfinite(dsm)
+    if not holes.any() or holes.all():
+        return dsm.copy()
+    dist = ndimage.distance_transform_edt(holes)
+    target = holes & (dist <= max_distance_px)
+    if not target.any():
+        return dsm.copy()
+    rim = ndimage.binary_dilation(holes) & ~holes
+    rr, rc = np.nonzero(rim)
+    tr, tc = np.nonzero(target)
+    tree = cKDTree(np.column_stack([rr + _tie_breaker(rr + origin[0], rc + origin[1]), rc]))
+    kk = min(k, rr.size)
+    d, j = tree.query(np.column_stack([tr, tc]), k=kk, distance_upper_bound=max_distance_px * 2 + 2)
+    if kk == 1:
+        d, j = d[:, None], j[:, None]
+    ok = np.isfinite(d)
+    jj = np.where(ok, j, 0)
+    w = np.where(ok, 1.0 / np.maximum(d, 1e-6) ** power, 0.0)
+    vals = dsm[rr[jj], rc[jj]]
+    wsum = w.sum(axis=1)
+    out = dsm.copy()
+    est = np.where(wsum > 0, (w * vals).sum(axis=1) / np.maximum(wsum, 1e-12), np.nan)
+    out[tr, tc] = est.astype(dsm.dtype)
+    return out
+
+
+def fill_holes(dsm: np.ndarray, method: FillMethod = "idw", max_distance_px: float = 20.0,
+               origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Close gaps no wider than ``max_distance_px`` (larger gaps stay NaN = nodata)."""
+    if method == "none":
+        return dsm
+    if method == "nearest":
+        return fill_nearest(dsm, max_distance_px)
+    if method == "idw":
+        return fill_idw(dsm, max_distance_px, origin=origin)
+    raise InputError(f"Unknown hole filling '{method}'; use idw, nearest or none.")
+
+
+@dataclass(frozen=True)
+class GriddingOptions:
+    """How points become a DSM; shared by the baseline and the reference DSM."""
+
+    statistic: Statistic = "max"
+    fill: FillMethod = "idw"
+    fill_max_distance: float = 10.0  # map units
+    outlier_threshold: float | None = None  # map units; None = keep all cells
+    band_rows: int = 1024  # rows per processing band (memory bound)
+
+
+def _check_cancel(is_cancelled: CancelFn | None) -> None:
+    if is_cancelled is not None and is_cancelled():
+        raise CancelledError("stopped by the user")
+
+
+def rasterize_to_file(
+    xyz: np.ndarray, grid: GridSpec, out_path: "str | os.PathLike[str]", options: GriddingOptions,
+    progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None,
+    band_hook: Callable[[GridSpec, np.ndarray], None] | None = None,
+) -> None:
+    """Grid, clean and fill ``xyz`` onto ``grid`` band by band, streaming into a COG.
+
+    Each band is processed with a halo wide enough for the outlier filter and the hole filling, so
+    the result equals a whole-raster computation while memory stays bounded by the band size.
+    ``band_hook(band_grid, point_indices)`` receives each finished band's grid (no halo) and the
+    indices of the points around it, so callers can rasterise extra layers (e.g. a building mask)
+    from the same selection.
+    """
+    res = grid.resolution
+    fill_px = 0 if options.fill == "none" else int(np.ceil(options.fill_max_distance / res))
+    # IDW looks up to 2·fill_px + 2 pixels away for rim pixels, the outlier filter 2 more.
+    halo = 2 * fill_px + 3 + (3 if options.outlier_threshold is not None else 0)
+    rows, _ = grid.rowcol(xyz[:, 0], xyz[:, 1])
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    n_bands = int(np.ceil(grid.height / options.band_rows))
+    with GeoTiffStreamWriter(out_path, grid) as writer:
+        for b in range(n_bands):
+            _check_cancel(is_cancelled)
+            r0 = b * options.band_rows
+            r1 = min(r0 + options.band_rows, grid.height)
+            h0, h1 = r0 - halo, r1 + halo
+            lo, hi = np.searchsorted(sorted_rows, [h0, h1])
+            sel = order[lo:hi]
+            band_grid = grid.window(h0, -halo, h1 - h0, grid.width + 2 * halo)
+            dsm = grid_points(xyz[sel], band_grid, options.statistic)
+            if options.outlier_threshold is not None:
+                dsm = remove_outliers(dsm, options.outlier_threshold)
+            dsm = fill_holes(dsm, options.fill, max(fill_px, 0), origin=(h0, -halo))
+            core = dsm[halo:halo + (r1 - r0), halo:halo + grid.width]
+            writer.write(core, r0, 0)
+            if band_hook is not None:
+                band_hook(grid.window(r0, 0, r1 - r0, grid.width), sel)
+            if progress is not None:
+                progress((b + 1) / n_bands, f"gridded rows {r1}/{grid.height}")
+
+
+def parse_extent(text: "str | tuple[float, float, float, float] | None") -> tuple[float, float, float, float] | None:
+    """'xmin,ymin,xmax,ymax' → tuple, validated."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, str):
+        parts = [p for p in text.replace(" ", ",").split(",") if p]
+        try:
+            values = tuple(float(p) for p in parts)
+        except ValueError:
+            values = ()
+    else:
+        values = tuple(float(v) for v in text)
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise InputError(
+            f"--extent '{text}': give xmin,ymin,xmax,ymax in the point cloud's CRS with xmin < xmax "
+            "and ymin < ymax."
+        )
+    return values  # type: ignore[return-value]
+
+
+def grid_for_points(xyz: np.ndarray, crs, resolution: float, extent=None, source: str = "point cloud") -> GridSpec:
+    """Output grid: the user's extent or the points' extent, snapped to the resolution."""
+    if resolution is None or not np.isfinite(resolution) or resolution <= 0:
+        raise InputError(f"--resolution must be a positive number of map units (got {resolution}).")
+    mn, mx = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
+    if extent is None:
+        return GridSpec.from_bounds(mn[0], mn[1], mx[0] + resolution * 1e-3, mx[1], resolution, crs)
+    xmin, ymin, xmax, ymax = parse_extent(extent)
+    if xmin > mx[0] or xmax < mn[0] or ymin > mx[1] or ymax < mn[1]:
+        raise InputError(
+            f"--extent {xmin},{ymin},{xmax},{ymax} does not overlap the {source} "
+            f"(which covers {mn[0]:.2f},{mn[1]:.2f},{mx[0]:.2f},{mx[1]:.2f}). Check the extent's CRS."
+        )
+    return GridSpec.from_bounds(xmin, ymin, xmax, ymax, resolution, crs)

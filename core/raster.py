@@ -1,0 +1,282 @@
+"""Raster grids, reading rasters onto a grid, and atomic Cloud-Optimized GeoTIFF writing.
+
+A :class:`GridSpec` is the one description of "which pixels": every product (DSM, residual, mask,
+ortho window) is defined on one. Reading any raster *onto* a grid goes through a warped VRT, so a
+different CRS, pixel size or alignment is handled by GDAL's resampling rather than silently mixed.
+Writing always goes to a temporary file, then is converted to a COG and renamed into place.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+
+from .crs import describe_crs, parse_crs
+from .errors import InputError
+from .outputs import remove_quietly, temporary_sibling
+
+DEFAULT_NODATA = -9999.0
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A north-up raster grid: CRS, affine transform and size."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def from_bounds(
+        cls, xmin: float, ymin: float, xmax: float, ymax: float, resolution: float,
+        crs: CRS | None, snap: bool = True,
+    ) -> "GridSpec":
+        """Grid covering the bounds; with ``snap`` its corners lie on multiples of the resolution
+        so that products made from the same data at the same resolution line up pixel for pixel."""
+        if not resolution or resolution <= 0 or not math.isfinite(resolution):
+            raise InputError(f"Resolution must be a positive number of map units, got {resolution}.")
+        if snap:
+            xmin = math.floor(xmin / resolution) * resolution
+            ymax = math.ceil(ymax / resolution) * resolution
+        width = max(1, math.ceil(round((xmax - xmin) / resolution, 6)))
+        height = max(1, math.ceil(round((ymax - ymin) / resolution, 6)))
+        return cls(crs, Affine(resolution, 0.0, xmin, 0.0, -resolution, ymax), int(width), int(height))
+
+    @property
+    def resolution(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        xmin, ymax = self.transform.c, self.transform.f
+        return (xmin, ymax - self.height * self.resolution, xmin + self.width * self.resolution, ymax)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> "GridSpec":
+        """The sub-grid starting at (row_off, col_off); may extend past this grid."""
+        x0 = self.transform.c + col_off * self.resolution
+        y0 = self.transform.f - row_off * self.resolution
+        return GridSpec(self.crs, Affine(self.resolution, 0.0, x0, 0.0, -self.resolution, y0), width, height)
+
+    def xy_centers(self) -> tuple[np.ndarray, np.ndarray]:
+        """1-D arrays of pixel-centre x (per column) and y (per row)."""
+        res = self.resolution
+        xs = self.transform.c + (np.arange(self.width) + 0.5) * res
+        ys = self.transform.f - (np.arange(self.height) + 0.5) * res
+        return xs, ys
+
+    def rowcol(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (row, col) of map coordinates; may be outside the grid."""
+        res = self.resolution
+        cols = np.floor((np.asarray(x) - self.transform.c) / res).astype(np.int64)
+        rows = np.floor((self.transform.f - np.asarray(y)) / res).astype(np.int64)
+        return rows, cols
+
+
+def open_raster(path: "str | os.PathLike[str]", what: str = "raster"):
+    """Open a raster with a clear error for missing or unreadable files."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{what} file not found: {p}. Check the path.")
+    try:
+        return rasterio.open(p)
+    except RasterioIOError as exc:
+        raise InputError(f"{p}: cannot open as a raster ({exc}). Is it a complete GeoTIFF/image?") from None
+
+
+def grid_of(path: "str | os.PathLike[str]", what: str = "raster") -> GridSpec:
+    """The grid of an existing raster (must be north-up)."""
+    with open_raster(path, what) as src:
+        t = src.transform
+        if t.b != 0 or t.d != 0 or t.e >= 0 or abs(abs(t.e) - t.a) > 1e-9 * abs(t.a):
+            raise InputError(
+                f"{path}: {what} must be north-up with square pixels (transform {tuple(t)[:6]}). "
+                "Warp it first, e.g. with gdalwarp."
+            )
+        return GridSpec(src.crs, t, src.width, src.height)
+
+
+class RasterReader:
+    """An open raster that reads windows onto arbitrary grids (kept open across many tiles)."""
+
+    def __init__(self, path: "str | os.PathLike[str]", crs: "str | CRS | None" = None, what: str = "raster"):
+        self.path = Path(path)
+        self.what = what
+        self._src = open_raster(path, what)
+        user_crs = parse_crs(crs, what=f"CRS of {self.path.name}")
+        self.crs = user_crs or self._src.crs
+        self.count = self._src.count
+        self.nodata = self._src.nodata
+        if self._src.transform == Affine.identity() and not self._src.gcps[0]:
+            self.close()
+            raise InputError(f"{self.path}: {what} has no georeferencing (no transform or world file).")
+
+    def close(self) -> None:
+        self._src.close()
+
+    def __enter__(self) -> "RasterReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def bounds_in(self) -> tuple[float, float, float, float]:
+        return tuple(self._src.bounds)  # type: ignore[return-value]
+
+    def read_on_grid(self, grid: GridSpec, resampling: str = "bilinear",
+                     bands: list[int] | None = None) -> np.ndarray:
+        """Bands as float32 (bands, H, W) on ``grid``; NaN where no data or outside the raster."""
+        if grid.crs is not None and self.crs is None:
+            raise InputError(
+                f"{self.path}: {self.what} has no CRS, so it cannot be matched to data in "
+                f"{describe_crs(grid.crs)}. Give its CRS or add a .prj/.aux.xml."
+            )
+        method = Resampling[resampling]
+        indexes = bands or list(range(1, self.count + 1))
+        vrt_opts: dict[str, Any] = dict(
+            crs=grid.crs or self.crs, transform=grid.transform, width=grid.width, height=grid.height,
+            resampling=method,
+        )
+        if self.crs is not None:
+            vrt_opts["src_crs"] = self.crs
+        if self.nodata is not None:
+            # Keep the source dtype and nodata: GDAL drops the nodata mask when asked to change dtype.
+            vrt_opts["src_nodata"] = self.nodata
+            vrt_opts["nodata"] = self.nodata
+        with WarpedVRT(self._src, **vrt_opts) as vrt:
+            data = vrt.read(indexes, masked=True)
+        arr = np.ma.filled(data.astype(np.float32), np.nan)
+        return arr
+
+
+def read_raster_on_grid(path: "str | os.PathLike[str]", grid: GridSpec, resampling: str = "bilinear",
+                        crs: "str | CRS | None" = None, what: str = "raster") -> np.ndarray:
+    """One-shot :meth:`RasterReader.read_on_grid`."""
+    with RasterReader(path, crs=crs, what=what) as reader:
+        return reader.read_on_grid(grid, resampling)
+
+
+def _profile(grid: GridSpec, count: int, dtype: str, nodata: float | int | None) -> dict[str, Any]:
+    return dict(
+        driver="GTiff", width=grid.width, height=grid.height, count=count, dtype=dtype,
+        crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True, blockxsize=256,
+        blockysize=256, compress="deflate", predictor=3 if dtype.startswith("float") else 2,
+        BIGTIFF="IF_SAFER",
+    )
+
+
+def _finalize_cog(tmp_gtiff: Path, target: Path, dtype: str) -> None:
+    """Convert the finished temporary GeoTIFF to a COG with overviews and rename it into place."""
+    from rasterio.shutil import copy as rio_copy
+
+    tmp_cog = temporary_sibling(target, ".tif")
+    try:
+        rio_copy(
+            str(tmp_gtiff), str(tmp_cog), driver="COG", COMPRESS="DEFLATE",
+            PREDICTOR="FLOATING_POINT" if dtype.startswith("float") else "YES",
+            BLOCKSIZE=256, OVERVIEWS="AUTO", RESAMPLING="AVERAGE" if dtype.startswith("float") else "NEAREST",
+            BIGTIFF="IF_SAFER",
+        )
+        os.replace(tmp_cog, target)
+    finally:
+        remove_quietly(tmp_cog)
+
+
+def _prepare(array: np.ndarray, nodata: float | int | None, dtype: str) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if nodata is not None and np.issubdtype(np.dtype(dtype), np.floating):
+        arr = np.where(np.isfinite(arr), arr, nodata)
+    return arr.astype(dtype, copy=False)
+
+
+def write_geotiff(path: "str | os.PathLike[str]", array: np.ndarray, grid: GridSpec,
+                  nodata: float | int | None = DEFAULT_NODATA, dtype: str = "float32",
+                  band_names: list[str] | None = None) -> Path:
+    """Write (H, W) or (B, H, W) as a COG, atomically; NaN becomes ``nodata`` for float data."""
+    arr = _prepare(array, nodata, dtype)
+    if arr.shape[1:] != grid.shape:
+        raise ValueError(f"array shape {arr.shape[1:]} does not match grid {grid.shape}")
+    with GeoTiffStreamWriter(path, grid, count=arr.shape[0], dtype=dtype, nodata=nodata,
+                             band_names=band_names) as writer:
+        writer.write(arr, 0, 0)
+    return Path(path)
+
+
+class GeoTiffStreamWriter:
+    """Write a large GeoTIFF window by window; the file appears only when everything succeeded.
+
+    Memory stays bounded by the windows the caller holds. On a clean ``with`` exit the temporary
+    GeoTIFF becomes a COG at the target path; on any exception (including cancellation) all
+    temporary files are removed and the target path is left untouched.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", grid: GridSpec, count: int = 1,
+                 dtype: str = "float32", nodata: float | int | None = DEFAULT_NODATA,
+                 band_names: list[str] | None = None):
+        self.path = Path(path)
+        self.grid = grid
+        self.count = count
+        self.dtype = dtype
+        self.nodata = nodata
+        self.band_names = band_names
+        self._tmp = temporary_sibling(self.path, ".tif")
+        self._dst = None
+
+    def __enter__(self) -> "GeoTiffStreamWriter":
+        self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
+        if self.band_names:
+            for i, name in enumerate(self.band_names, start=1):
+                self._dst.set_band_description(i, name)
+        return self
+
+    def write(self, array: np.ndarray, row_off: int, col_off: int) -> None:
+        """Write a (H, W) or (B, H, W) block at (row_off, col_off); parts outside are clipped."""
+        arr = _prepare(array, self.nodata, self.dtype)
+        h, w = arr.shape[1:]
+        r0, c0 = max(row_off, 0), max(col_off, 0)
+        r1, c1 = min(row_off + h, self.grid.height), min(col_off + w, self.grid.width)
+        if r1 <= r0 or c1 <= c0:
+            return
+        block = arr[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
+        self._dst.write(block, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+
+    def abort(self) -> None:
+        if self._dst is not None and not self._dst.closed:
+            self._dst.close()
+        remove_quietly(self._tmp)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self._dst.close()
+            _finalize_cog(self._tmp, self.path, self.dtype)
+        finally:
+            remove_quietly(self._tmp)
+
+
+def read_band(path: "str | os.PathLike[str]", what: str = "raster") -> tuple[np.ndarray, GridSpec]:
+    """The first band as float32 with NaN for nodata, and its grid."""
+    grid = grid_of(path, what)
+    with open_raster(path, what) as src:
+        data = src.read(1, masked=True).astype(np.float32)
+    return np.ma.filled(data, np.nan), grid
