@@ -1,0 +1,204 @@
+"""The network's configuration as data: one dataclass, YAML files that inherit from each other.
+
+The defaults are the reference implementation's (ImpliCity-0 with a 64 m patch), so a config only
+states what differs. Every size that drives compute is a field, which is what makes the small
+"lite" models for CPU training possible without touching code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from implicity.core.errors import InputError
+
+#: Reference z scale (metres per normalised unit) of the demo data set.
+DEFAULT_Z_STD = 29.83779098
+#: Reference ortho-image (panchromatic DN) statistics of the demo configuration.
+DEFAULT_IMAGE_MEAN = 1132.664
+DEFAULT_IMAGE_STD = 487.496
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines an ImpliCity network and the coordinates it expects."""
+
+    name: str = "ImpliCity-0"
+    n_images: int = 0                   # 0: ImpliCity-0, 1: mono, 2: stereo
+    n_classes: int = 1                  # 1: occupancy logit; 3: free / building / terrain
+    # patch geometry and normalisation
+    patch_size: float = 64.0            # metres per patch side (x, y -> [0, 1])
+    z_std: float = DEFAULT_Z_STD        # z -> (z - median) / z_std
+    image_size: int = 128               # ortho pixels per patch side
+    image_mean: float = DEFAULT_IMAGE_MEAN
+    image_std: float = DEFAULT_IMAGE_STD
+    # point encoder (local-pool PointNet + 2D U-Net over the xy plane)
+    hidden_dim: int = 32
+    feature_dim: int = 32
+    encoder_blocks: int = 5
+    plane_resolution: int = 128         # cells per patch side
+    unet_depth: int = 5
+    unet_start_filters: int = 32
+    # image encoder (stacked hourglass); used when n_images > 0
+    image_stacks: int = 4
+    image_hourglass_depth: int = 2
+    image_stem_channels: int = 64
+    image_channels: int = 256
+    image_norm_groups: int = 32
+    # decoder
+    decoder_hidden_dim: int = 32
+    decoder_blocks: int = 5
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def variant(self) -> str:
+        """ImpliCity-0 / -mono / -stereo by the number of ortho-images."""
+        return _VARIANT_NAMES.get(self.n_images, f"ImpliCity-{self.n_images}img")
+
+    @property
+    def image_divisor(self) -> int:
+        """``image_size`` must be a multiple of this (stride-2 stem, pooling, hourglass levels)."""
+        return 4 * 2 ** self.image_hourglass_depth
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python mapping (what checkpoints store)."""
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str = "model config") -> None:
+        """Raise InputError for sizes the network cannot be built with."""
+        problems: list[str] = []
+        positive = ("patch_size", "z_std", "image_size", "image_std", "hidden_dim", "feature_dim",
+                    "encoder_blocks", "plane_resolution", "unet_depth", "unet_start_filters",
+                    "decoder_hidden_dim", "decoder_blocks", "image_stacks", "image_hourglass_depth",
+                    "image_stem_channels", "image_channels", "image_norm_groups")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                problems.append(f"{key} must be > 0 (got {getattr(self, key)})")
+        if self.n_images not in (0, 1, 2):
+            problems.append(f"n_images must be 0, 1 or 2 (got {self.n_images})")
+        if self.n_classes not in (1, 3):
+            problems.append(f"n_classes must be 1 or 3 (got {self.n_classes})")
+        if self.n_images > 0 and not problems:
+            if self.image_size % self.image_divisor:
+                problems.append(f"image_size {self.image_size} must be a multiple of {self.image_divisor} "
+                                f"(4 · 2^image_hourglass_depth)")
+            g = self.image_norm_groups
+            for ch in (self.image_stem_channels, 2 * self.image_stem_channels, self.image_stem_channels // 2,
+                       self.image_channels, self.image_channels // 2, self.image_channels // 4):
+                if ch % g:
+                    problems.append(f"image_norm_groups {g} must divide every image-encoder width "
+                                    f"(stem {self.image_stem_channels}, hourglass {self.image_channels}); {ch} is not")
+                    break
+            if self.image_channels % 4 or self.image_stem_channels % 2:
+                problems.append("image_channels must be a multiple of 4 and image_stem_channels even")
+        if problems:
+            raise InputError(f"{source}: " + "; ".join(problems) + ". Fix these fields.")
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    out.update(override)
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The mapping of ``path`` with its ``inherit_from`` parents merged in (child wins)."""
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise InputError(f"{path}: inherit_from forms a cycle ({cycle}). Remove one of the links.")
+    if not path.is_file():
+        where = f" (inherited by {chain[-1]})" if chain else ""
+        raise InputError(f"{path}: model config file not found{where}. Check the path.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc}). Fix the file.") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a model config must be a mapping of fields, got {type(data).__name__}.")
+    return _resolve_inheritance(data, path.parent, (*chain, path))
+
+
+def _resolve_inheritance(data: Mapping[str, Any], base_dir: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = dict(data)
+    parents = data.pop("inherit_from", None)
+    if parents is None:
+        return data
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, (str, os.PathLike)) else list(parents):
+        merged = _merge(merged, _read_yaml((base_dir / Path(parent)).resolve(), chain))
+    return _merge(merged, data)
+
+
+def config_from_mapping(data: Mapping[str, Any], source: str = "model config") -> ModelConfig:
+    """A validated ModelConfig from a flat mapping; unknown keys are errors (typos must not pass)."""
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(_FIELDS), n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise InputError(f"{source}: unknown model config field(s) {', '.join(hints)}. "
+                         f"Known fields: {', '.join(sorted(_FIELDS))}.")
+    types = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = types[key]
+        try:
+            if kind == "int":
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError
+                values[key] = int(value)
+            elif kind == "float":
+                values[key] = float(value)
+            else:
+                values[key] = str(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: field '{key}' must be {kind}, got {value!r}.") from None
+    cfg = ModelConfig.__new__(ModelConfig)
+    for f in dataclasses.fields(ModelConfig):
+        setattr(cfg, f.name, values.get(f.name, f.default))
+    cfg.validate(source)
+    return cfg
+
+
+def load_model_config(path_or_dict: "str | os.PathLike[str] | Mapping[str, Any] | ModelConfig",
+                      base_dir: "str | os.PathLike[str] | None" = None) -> ModelConfig:
+    """Load a ModelConfig from a YAML file, a mapping or an existing config.
+
+    ``inherit_from`` (a path or list of paths) is resolved relative to the file that names it; for
+    a mapping, relative to ``base_dir`` (default: the shipped ``configs/`` folder, so
+    ``{"inherit_from": "ImpliCity-mono.yaml"}`` works from anywhere).
+    """
+    if isinstance(path_or_dict, ModelConfig):
+        return dataclasses.replace(path_or_dict)
+    if isinstance(path_or_dict, Mapping):
+        base = Path(base_dir) if base_dir is not None else CONFIG_DIR
+        data = _resolve_inheritance(path_or_dict, base, ())
+        return config_from_mapping(data, "model config mapping")
+    path = Path(path_or_dict).expanduser()
+    if not path.is_absolute() and not path.exists() and (CONFIG_DIR / path).is_file():
+        path = CONFIG_DIR / path          # a bare name such as "ImpliCity-stereo.yaml"
+    data = _read_yaml(path.resolve(), ())
+    return config_from_mapping(data, str(path))
+
+
+def reference_config(n_images: int, n_classes: int = 1) -> ModelConfig:
+    """The reference implementation's default configuration for 0, 1 or 2 ortho-images."""
+    files = {0: "train_base.yaml", 1: "ImpliCity-mono.yaml", 2: "ImpliCity-stereo.yaml"}
+    if n_images not in files:
+        raise InputError(f"no reference ImpliCity configuration with {n_images} ortho-images (0, 1 or 2).")
+    cfg = load_model_config(CONFIG_DIR / files[n_images])
+    return dataclasses.replace(cfg, n_classes=n_classes)
