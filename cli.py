@@ -15,6 +15,9 @@ from implicity.core.errors import CancelledError, ImplicityError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "implicity.core.commands",
+    "implicity.core.reconstruct.commands",
+    "implicity.training.data.commands",
+    "implicity.training.trainer.commands",
 )
 
 

@@ -1,0 +1,25 @@
+"""ImpliCity DSM reconstruction: any extent, window by window, streamed to a GeoTIFF.
+
+Public entry point: :func:`reconstruct_dsm` with :class:`ReconstructionInputs` and
+:class:`ReconstructionOptions`; it returns a :class:`ReconstructionResult`.
+"""
+from .options import (
+    FastSearchOptions,
+    ReconstructionInputs,
+    ReconstructionOptions,
+    ReconstructionResult,
+    ReferenceSearchOptions,
+)
+
+
+def reconstruct_dsm(*args, **kwargs):  # noqa: D401 - thin lazy wrapper
+    """See :func:`implicity.core.reconstruct.engine.reconstruct_dsm` (imported lazily: torch)."""
+    from .engine import reconstruct_dsm as _impl
+
+    return _impl(*args, **kwargs)
+
+
+__all__ = [
+    "FastSearchOptions", "ReconstructionInputs", "ReconstructionOptions", "ReconstructionResult",
+    "ReferenceSearchOptions", "reconstruct_dsm",
+]

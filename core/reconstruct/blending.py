@@ -1,0 +1,125 @@
+"""Blending overlapping windows and streaming finished output rows to the GeoTIFF writers.
+
+:class:`BlendAccumulator` keeps weighted sums only for the band of output rows that windows still
+touch; rows that no later window row can reach are handed out and dropped, so memory depends on
+the extent's width, never on its height (and the windows, hence the band, are a fixed size).
+:class:`FillingRowSink` fills holes in the finished rows with a halo of context rows on both sides,
+which gives the same result as filling the whole raster at once, then writes them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..gridding import fill_holes
+
+
+class BlendAccumulator:
+    """Σ w·h, Σ w (and Σ w·c for confidence) for output rows [base, base + n)."""
+
+    def __init__(self, width: int, with_confidence: bool):
+        self.width = width
+        self.base = 0
+        self.with_confidence = with_confidence
+        self._num = np.zeros((0, width), np.float64)
+        self._den = np.zeros((0, width), np.float64)
+        self._conf = np.zeros((0, width), np.float64) if with_confidence else None
+
+    def _ensure(self, row_end: int) -> None:
+        need = row_end - self.base - self._num.shape[0]
+        if need > 0:
+            pad = np.zeros((need, self.width), np.float64)
+            self._num = np.vstack([self._num, pad])
+            self._den = np.vstack([self._den, pad])
+            if self._conf is not None:
+                self._conf = np.vstack([self._conf, pad])
+
+    def add(self, r0: int, c0: int, height: np.ndarray, weight: np.ndarray,
+            confidence: np.ndarray | None = None) -> None:
+        """Add one window's (h, w) heights (NaN = nothing found) with their weights."""
+        h, w = height.shape
+        if r0 < self.base:
+            raise RuntimeError("rows already written cannot be blended any more")
+        self._ensure(r0 + h)
+        valid = np.isfinite(height)
+        wv = np.where(valid, weight, 0.0)
+        sl = (slice(r0 - self.base, r0 - self.base + h), slice(c0, c0 + w))
+        self._num[sl] += wv * np.where(valid, height, 0.0)
+        self._den[sl] += wv
+        if self._conf is not None and confidence is not None:
+            self._conf[sl] += wv * np.where(valid, confidence, 0.0)
+
+    def pop(self, row_end: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Finished rows [base, row_end) as (first row, heights, confidence); NaN = empty."""
+        self._ensure(row_end)
+        n = row_end - self.base
+        den = self._den[:n]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dsm = np.where(den > 0, self._num[:n] / den, np.nan).astype(np.float32)
+            conf = None
+            if self._conf is not None:
+                conf = np.where(den > 0, self._conf[:n] / den, np.nan).astype(np.float32)
+        first = self.base
+        self._num, self._den = self._num[n:], self._den[n:]
+        if self._conf is not None:
+            self._conf = self._conf[n:]
+        self.base = row_end
+        return first, dsm, conf
+
+
+Write = Callable[[np.ndarray, int], None]
+
+
+class FillingRowSink:
+    """Receives finished rows in order, fills holes with a halo, writes rows when final."""
+
+    def __init__(self, write_dsm: Write, write_conf: Write | None, fill: str, max_distance_px: float,
+                 total_rows: int):
+        self.write_dsm, self.write_conf = write_dsm, write_conf
+        self.fill = fill
+        self.max_px = max_distance_px
+        # IDW looks up to 2·max + 2 pixels away (see core.gridding.rasterize_to_file).
+        self.halo = 0 if fill == "none" else int(np.ceil(2 * max_distance_px + 3))
+        self.total = total_rows
+        self._start = 0  # first row held in the buffer (context rows included)
+        self._written = 0  # rows [0, written) are on disk
+        self._dsm = np.zeros((0, 0), np.float32)
+        self._conf: np.ndarray | None = None
+        self.filled_pixels = 0
+        self.empty_pixels = 0
+
+    def push(self, first_row: int, dsm: np.ndarray, conf: np.ndarray | None) -> None:
+        if dsm.shape[0] == 0:
+            return
+        if self._dsm.size == 0:
+            self._dsm, self._conf, self._start = dsm, conf, first_row
+        else:
+            self._dsm = np.vstack([self._dsm, dsm])
+            if conf is not None and self._conf is not None:
+                self._conf = np.vstack([self._conf, conf])
+        end = self._start + self._dsm.shape[0]
+        self._emit(end if end >= self.total else end - self.halo)
+
+    def close(self) -> None:
+        self._emit(self._start + self._dsm.shape[0])
+
+    def _emit(self, upto: int) -> None:
+        if upto <= self._written:
+            return
+        filled = fill_holes(self._dsm, self.fill, self.max_px, origin=(self._start, 0))
+        a, b = self._written - self._start, upto - self._start
+        out = filled[a:b]
+        holes = ~np.isfinite(self._dsm[a:b])
+        self.filled_pixels += int((holes & np.isfinite(out)).sum())
+        self.empty_pixels += int((~np.isfinite(out)).sum())
+        self.write_dsm(out, self._written)
+        if self.write_conf is not None and self._conf is not None:
+            conf = np.where(holes & np.isfinite(out), 0.0, self._conf[a:b]).astype(np.float32)
+            self.write_conf(conf, self._written)
+        self._written = upto
+        keep = max(self._start, upto - self.halo) - self._start
+        self._dsm = self._dsm[keep:]
+        if self._conf is not None:
+            self._conf = self._conf[keep:]
+        self._start += keep

@@ -1,0 +1,131 @@
+"""The network as the engine sees it: encode a window once, then answer height queries per pixel.
+
+Any model with ``encode(points (1,N,3), images (1,n,S,S) | None)``, ``decode(query (1,M,3),
+features) -> logits (1,M)``, ``n_images`` and ``config.patch_size / image_size / z_std`` works (the
+tests use analytic models). Coordinates follow the patch normalisation of the contract: x, y of the
+window to [0, 1] (y south→north), z to (z − shift) / z_std with shift = median point height.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .device import BatchRunner, precision_context
+
+
+class OccupancyModel(Protocol):
+    n_images: int
+    config: Any
+
+    def encode(self, points: torch.Tensor, images: torch.Tensor | None) -> Any: ...
+
+    def decode(self, query: torch.Tensor, features: Any) -> torch.Tensor: ...
+
+
+def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
+    """A ready model (eval mode, on ``device``) and a name for messages."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise InputError(f"--model {path}: file not found. Give a trained checkpoint (.pt).")
+        from ..model import load_model
+
+        loaded, _config = load_model(path, device=str(device))
+        name = path.name
+        model = loaded
+    else:
+        name = type(model).__name__
+    for attr in ("encode", "decode", "n_images", "config"):
+        if not hasattr(model, attr):
+            raise InputError(f"--model {name}: not an occupancy model (it has no '{attr}').")
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    return model, name
+
+
+def image_normalizer(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's intensity normalisation for ortho-images (its training statistics)."""
+    own = getattr(model, "normalize_image", None)
+    if callable(own):
+        return own
+    try:
+        from ..model import normalize_image  # type: ignore[attr-defined]
+    except ImportError:
+        normalize_image = None
+    if normalize_image is not None:
+        config = model.config
+        return lambda img: np.asarray(normalize_image(img, config))
+    mean = float(getattr(model.config, "image_mean", 0.0))
+    std = float(getattr(model.config, "image_std", 1.0)) or 1.0
+    return lambda img: (img - mean) / std
+
+
+@dataclass
+class WindowFrame:
+    """Where a window is: map origin, size, height shift and scale."""
+
+    x0: float
+    y0: float
+    size: float
+    shift: float
+    z_std: float
+
+    def normalize_points(self, xyz: np.ndarray) -> np.ndarray:
+        out = np.empty(xyz.shape, np.float32)
+        out[:, 0] = (xyz[:, 0] - self.x0) / self.size
+        out[:, 1] = (xyz[:, 1] - self.y0) / self.size
+        out[:, 2] = (xyz[:, 2] - self.shift) / self.z_std
+        return out
+
+
+class WindowDecoder:
+    """``evaluate(pixels, heights) -> logits`` for the pixel centres of one encoded window."""
+
+    def __init__(self, model: Any, features: Any, frame: WindowFrame, xy: np.ndarray,
+                 device: torch.device, runner: BatchRunner, precision: str):
+        self.model, self.features, self.frame = model, features, frame
+        self.device, self.runner, self.precision = device, runner, precision
+        xyn = np.empty(xy.shape, np.float32)
+        xyn[:, 0] = (xy[:, 0] - frame.x0) / frame.size
+        xyn[:, 1] = (xy[:, 1] - frame.y0) / frame.size
+        self.xy = torch.from_numpy(xyn).to(device)
+        self.queries = 0
+
+    def __call__(self, pixels: np.ndarray, heights: np.ndarray) -> np.ndarray:
+        q, k = heights.shape
+        if q == 0:
+            return np.zeros((0, k), np.float32)
+        zn = torch.from_numpy(((heights - self.frame.shift) / self.frame.z_std).astype(np.float32)).to(self.device)
+        xy = self.xy[torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)]
+        query = torch.cat([xy[:, None, :].expand(q, k, 2), zn[..., None]], dim=-1).reshape(1, q * k, 3)
+        self.queries += q * k
+
+        def run(a: int, b: int) -> torch.Tensor:
+            with precision_context(self.device, self.precision):
+                return occupancy_logit(self.model.decode(query[:, a:b], self.features)).reshape(-1).float()
+
+        parts = self.runner.map(q * k, run)
+        return torch.cat(parts).reshape(q, k).cpu().numpy()
+
+
+def occupancy_logit(logits: torch.Tensor) -> torch.Tensor:
+    """(B, M) occupancy logits; a multi-class output (B, M, 3) = free / building / terrain becomes
+    log P(building or terrain) − log P(free), so 0 is still the 0.5 occupancy threshold."""
+    if logits.dim() == 3 and logits.shape[-1] > 1:
+        return torch.logsumexp(logits[..., 1:].float(), dim=-1) - logits[..., 0].float()
+    return logits.reshape(logits.shape[0], -1)
+
+
+def encode_window(model: Any, points: np.ndarray, images: np.ndarray | None, device: torch.device,
+                  precision: str) -> Any:
+    """Encode normalised points (N, 3) and images (n, S, S) once for the whole window."""
+    pts = torch.from_numpy(points).to(device)[None]
+    imgs = None if images is None or images.shape[0] == 0 else torch.from_numpy(images).to(device)[None]
+    with precision_context(device, precision):
+        return model.encode(pts, imgs)

@@ -1,0 +1,111 @@
+"""Inputs, options and result of a DSM reconstruction, as plain dataclasses (configs as data).
+
+Two modes share one engine:
+
+* ``fast`` (default): 64 m windows at a 48 m stride; each window decodes only its central part plus
+  the blending overlap (each pixel is decoded ~1.4 times instead of 16); the height search per pixel
+  is bracketed by the heights of the points around that pixel and refined by bisection, with a
+  final linear interpolation of the logits between the last occupied and the first free sample.
+  Pixels whose bracket does not contain the surface fall back to the wide reference range.
+* ``reference``: the reference generator's scheme — 16 m stride, every window decodes every pixel
+  it covers, coarse 16 m scan from −100 m to +80 m around the window's shift, 4 refinements ÷4 with
+  offsets −1…+3, the highest occupied sample wins, triangular ramp weights from 0.001 to 1.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["fast", "reference"]
+FillMethod = Literal["idw", "nearest", "none"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class ReferenceSearchOptions:
+    """The reference generator's coarse-to-fine search (all heights in map z units, metres)."""
+
+    range_below: float = 100.0  # coarse scan starts this far below the window's shift
+    range_above: float = 80.0  # ... and ends at most this far above it
+    coarse_step: float = 16.0
+    refinements: int = 4
+    refine_factor: int = 4  # each refinement divides the step by this
+    refine_offsets: tuple[int, ...] = (-1, 0, 1, 2, 3)  # samples around the estimate, in new steps
+
+    @property
+    def final_step(self) -> float:
+        return self.coarse_step / self.refine_factor ** self.refinements
+
+
+@dataclass(frozen=True)
+class FastSearchOptions:
+    """The fast mode's bracketed search."""
+
+    bracket_radius: float = 2.0  # point heights within this distance of a pixel bound its search
+    bracket_margin: float = 3.0  # searched range = [min z − margin, max z + margin] of those points
+    coarse_samples: int = 6  # samples spread over the bracket in the first pass
+    max_coarse_step: float = 4.0  # ... more if the bracket is tall, so no layer thicker is skipped
+    refine_factor: int = 2  # 2 = bisection (1 query per pixel and round)
+    final_step: float = 0.0625  # stop when the bracket is this thin (the reference's final step)
+    interpolate: bool = True  # linear zero crossing of the logits inside the final bracket
+
+
+@dataclass(frozen=True)
+class ReconstructionInputs:
+    """What to reconstruct: points (+ orthos) + model → DSM (+ confidence) on a grid."""
+
+    points: Any  # path to LAS/LAZ/PLY/NPZ or a core.pointcloud.PointCloud
+    model: Any  # checkpoint path or a loaded model object (encode/decode/n_images/config)
+    out_path: "str | os.PathLike[str]"
+    resolution: float
+    points_crs: Any = None  # overrides/supplies the cloud's CRS (e.g. "EPSG:2154")
+    orthos: tuple["str | os.PathLike[str]", ...] = ()  # 0, 1 (mono) or 2 (stereo) ortho-images
+    confidence_path: "str | os.PathLike[str] | None" = None
+    extent: "str | tuple[float, float, float, float] | None" = None  # in the cloud's CRS
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions:
+    """How to reconstruct. ``None`` values take the mode's default (see :meth:`resolved`)."""
+
+    mode: Mode = "fast"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    window_stride: float | None = None  # metres; fast 48, reference 16
+    overlap: float | None = None  # fast mode: width of the blending ramp between windows (default 8 m)
+    reference_search: ReferenceSearchOptions = field(default_factory=ReferenceSearchOptions)
+    fast_search: FastSearchOptions = field(default_factory=FastSearchOptions)
+    adaptive_range: bool = True  # widen the reference range to the window's point heights ± margin
+    range_margin: float = 10.0
+    batch_size: int | None = None  # queries per decoder call; None = from free memory
+    fill: FillMethod = "idw"  # pixels without an occupied sample: filled, or nodata with "none"
+    fill_max_distance: float = 10.0  # map units
+    precision: Precision = "auto"  # auto = fp32 (mixed precision only when asked, CUDA only)
+    confidence_delta: float = 0.5  # metres above/below the surface where confidence is probed
+    min_points_per_window: int = 1
+
+    def stride(self) -> float:
+        if self.window_stride is not None:
+            return float(self.window_stride)
+        return 48.0 if self.mode == "fast" else 16.0
+
+    def blend_overlap(self) -> float:
+        return float(self.overlap) if self.overlap is not None else 8.0
+
+
+@dataclass
+class ReconstructionResult:
+    """What a run produced, on which device, how long it took and what it did."""
+
+    dsm_path: Path
+    confidence_path: Path | None
+    device: str
+    device_reason: str
+    mode: str
+    tiles: int  # windows encoded and decoded
+    tiles_skipped: int  # windows without enough points
+    seconds: float
+    width: int
+    height: int
+    stats: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,136 @@
+"""reconstruct_dsm with analytic models: exact surfaces, tile borders, seams, extents, cancel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implicity.core.errors import CancelledError, InputError
+from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+
+from .test_reconstruct_support import NearestPointModel, X0, Y0, pixel_scene, read_dsm
+
+RES = 0.5
+
+
+@pytest.fixture(scope="module")
+def scene():
+    # 100 x 70 m: not a multiple of the 64 m window nor of the 48 m stride.
+    return pixel_scene(100.0, 70.0, RES)
+
+
+def _run(tmp_path, cloud, model, name="dsm.tif", **opts):
+    inputs = ReconstructionInputs(points=cloud, model=model, out_path=tmp_path / name, resolution=RES,
+                                  confidence_path=opts.pop("confidence", None), extent=opts.pop("extent", None))
+    return reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", **opts))
+
+
+def test_fast_mode_recovers_surface_everywhere(tmp_path, scene):
+    cloud, truth = scene
+    model = NearestPointModel()
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif")
+    dsm = read_dsm(result.dsm_path)
+    assert dsm.shape == truth.shape == (140, 200)
+    err = np.abs(dsm - truth)
+    step = ReconstructionOptions().fast_search.final_step
+    assert np.isfinite(dsm).all()
+    assert err.max() <= step, f"max error {err.max():.4f} m exceeds the final step {step} m"
+    assert result.tiles == 6 and model.encoded == 6  # 3 x 2 windows, each encoded once
+    assert result.device == "cpu" and "cpu" in result.device_reason.lower()
+    # Analytic: logit slope 4/m probed ±0.5 m around the surface → σ(2) − σ(−2) everywhere.
+    conf = read_dsm(result.confidence_path)
+    expected = 2.0 / (1.0 + np.exp(-2.0)) - 1.0
+    assert conf.shape == truth.shape and np.abs(conf - expected).max() < 0.02
+    # Queries per decoded pixel stay far below the reference's 32 per window (x16 windows).
+    assert result.stats["queries"] / result.stats["decoded_pixels"] < 20
+
+
+def test_reference_mode_recovers_surface_within_its_final_step(tmp_path):
+    cloud, truth = pixel_scene(40.0, 24.0, 1.0)
+    model = NearestPointModel()
+    inputs = ReconstructionInputs(points=cloud, model=model, out_path=tmp_path / "ref.tif", resolution=1.0)
+    result = reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", mode="reference"))
+    dsm = read_dsm(result.dsm_path)
+    step = ReconstructionOptions().reference_search.final_step
+    # The reference keeps the highest occupied sample: at most one final step below the surface.
+    diff = truth - dsm
+    assert np.isfinite(dsm).all()
+    assert diff.min() >= -1e-6 and diff.max() <= step + 1e-6
+    # 16 m stride: interior pixels are decoded by 16 windows.
+    assert result.tiles == 6 * 5  # (40/16 → 3 + 3 leading) x (24/16 → 2 + 3 leading) windows
+
+
+def test_surface_outside_point_bracket_falls_back_to_wide_range(tmp_path):
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    model = NearestPointModel(offset=25.0)  # far above every point: the local bracket misses it
+    result = _run(tmp_path, cloud, model)
+    dsm = read_dsm(result.dsm_path)
+    assert np.abs(dsm - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
+    assert result.stats["fallback_pixels"] == truth.size
+
+
+def test_blending_leaves_no_seam(tmp_path, scene):
+    cloud, truth = scene
+    # Each window sees the surface tilted by 2 m across its width: hard cuts would jump 1.5 m.
+    model = NearestPointModel(x_bias=2.0)
+    dsm = read_dsm(_run(tmp_path, cloud, model).dsm_path)
+    err = dsm - truth
+    jumps = np.abs(np.diff(err, axis=1))
+    assert jumps.max() < 0.2, f"seam of {jumps.max():.3f} m between neighbouring pixels"
+    hard = _run(tmp_path, cloud, model, name="hard.tif", overlap=0.0)
+    hard_jumps = np.abs(np.diff(read_dsm(hard.dsm_path) - truth, axis=1))
+    assert hard_jumps.max() > 1.0  # the test model really produces seams without blending
+
+
+def test_user_extent_and_odd_stride(tmp_path, scene):
+    cloud, truth = scene
+    extent = (X0 + 10.25, Y0 + 5.0, X0 + 87.0, Y0 + 61.5)
+    result = _run(tmp_path, cloud, NearestPointModel(), extent=extent, window_stride=37.0, overlap=6.0)
+    dsm = read_dsm(result.dsm_path)
+    # The grid snaps to the resolution: columns from 10.0 m, rows from 61.5 m down.
+    sub = truth[int((70.0 - 61.5) / RES):int((70.0 - 5.0) / RES), int(10.0 / RES):int(87.0 / RES)]
+    assert dsm.shape == sub.shape
+    assert np.abs(dsm - sub).max() <= ReconstructionOptions().fast_search.final_step
+
+
+def test_cancel_leaves_no_file(tmp_path, scene):
+    cloud, _ = scene
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "c.tif",
+                                  confidence_path=tmp_path / "cc.tif", resolution=RES)
+    with pytest.raises(CancelledError):
+        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu"), is_cancelled=cancelled)
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_is_reported_and_monotone(tmp_path):
+    cloud, _ = pixel_scene(30.0, 20.0, 1.0)
+    seen: list[float] = []
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "p.tif", resolution=1.0)
+    reconstruct_dsm(inputs, ReconstructionOptions(device="cpu"), progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_fill_none_leaves_nodata_where_nothing_is_occupied(tmp_path):
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    model = NearestPointModel(offset=-500.0)  # the surface is below any searched height
+    result = _run(tmp_path, cloud, model, fill="none")
+    assert np.isnan(read_dsm(result.dsm_path)).all()
+    assert result.stats["empty_pixels"] == truth.size
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(device="cuda:7"), "--device"),
+    (dict(device="tpu"), "--device"),
+    (dict(mode="slow"), "--mode"),
+])
+def test_bad_options_are_explained(tmp_path, kwargs, message):
+    cloud, _ = pixel_scene(10.0, 10.0, 1.0)
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "x.tif", resolution=1.0)
+    with pytest.raises(InputError, match=message):
+        reconstruct_dsm(inputs, ReconstructionOptions(**kwargs))
