@@ -1,0 +1,117 @@
+"""The PyTorch dataset of prepared patches (what the trainer reads, one patch per sample).
+
+Each sample is a dict (numpy float32 arrays; the trainer's collate turns them into tensors):
+
+* ``points`` (N, 3): input points in normalised patch coordinates — x, y in [0, 1] over the patch
+  from its south-west corner, z = (z − z_shift) / z_std, z_shift = median input height;
+* ``images`` (n_images, S, S): grey orthos, (value − mean) / std with the manifest's
+  ``image_normalization``, no-data → 0; rows north→south;
+* ``query`` (M, 3) normalised like the points; ``occupancy`` (M,) in {0, 1}; ``weight`` (M,);
+* ``dsm`` (R, R): the reference DSM in normalised z, NaN where invalid; rows north→south;
+* ``normalizer``: dict(x0, y0, z_shift, z_std, patch_size) of the (unaugmented) patch.
+
+Queries are drawn afresh for every (seed, epoch, index) from the stored reference DSM, and so are
+the augmentations: one of the 8 symmetries of the square (optional x flip, then k·90° rotation
+counter-clockwise in map view), applied identically to points, queries, images and DSM. Everything
+random comes from ``numpy.random.default_rng([seed, epoch, index])``, so a resumed run sees
+exactly the samples of an uninterrupted one; the trainer calls :meth:`PatchDataset.set_epoch`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from implicity.core.errors import InputError
+
+from .labels import QuerySamplingConfig, loss_weights, occupancy_labels, sample_queries
+from .store import load_patch, read_manifest
+
+
+def augment_xy(xy: np.ndarray, flip: bool, k: int) -> np.ndarray:
+    """Apply (x flip, then k counter-clockwise quarter turns about the centre) to normalised xy."""
+    x, y = xy[:, 0].copy(), xy[:, 1].copy()
+    if flip:
+        x = 1.0 - x
+    for _ in range(k % 4):
+        x, y = 1.0 - y, x
+    return np.column_stack([x, y]).astype(xy.dtype, copy=False)
+
+
+def augment_grid(array: np.ndarray, flip: bool, k: int) -> np.ndarray:
+    """The same symmetry on (..., rows north→south, cols west→east) arrays."""
+    out = array[..., ::-1] if flip else array
+    return np.ascontiguousarray(np.rot90(out, k % 4, axes=(-2, -1)))
+
+
+class PatchDataset(Dataset):
+    """Prepared patches of one split; see the module docstring for the sample layout."""
+
+    def __init__(self, root_or_manifest: "str | os.PathLike[str]", split: str = "train", n_query: int = 16384,
+                 augment: bool = False, seed: int = 0, max_points: int | None = None,
+                 query_config: QuerySamplingConfig | None = None) -> None:
+        self.root, self.manifest = read_manifest(root_or_manifest)
+        self.split = split
+        self.entries = [e for e in self.manifest["patches"] if e["split"] == split]
+        if not self.entries:
+            counts = self.manifest.get("splits", {})
+            raise InputError(f"{self.root}: the prepared dataset has no '{split}' patches (it has {counts}). "
+                             "Choose another split or add a source for it in the prepare config.")
+        if n_query <= 0:
+            raise InputError(f"n_query must be positive, got {n_query}.")
+        self.n_query = int(n_query)
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.max_points = max_points
+        self.epoch = 0
+        self.n_images = int(self.manifest["n_images"])
+        self.z_std = float(self.manifest["z_std"])
+        self.query_config = query_config or QuerySamplingConfig(**self.manifest.get("queries", {}))
+        norm = self.manifest.get("image_normalization", {"mean": 0.0, "std": 1.0})
+        self.image_mean, self.image_std = float(norm["mean"]), float(norm["std"]) or 1.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose queries and augmentations :meth:`__getitem__` draws."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        entry = self.entries[index]
+        patch = load_patch(self.root / entry["file"])
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        size, res = patch.patch_size, patch.resolution
+
+        query = sample_queries(rng, patch.dsm, res, self.n_query, self.query_config, patch.valid)
+        occupancy = occupancy_labels(query, patch.dsm, res)
+        weight = loss_weights(query, res, patch.dsm, patch.valid, patch.building, patch.forest, patch.water,
+                              self.query_config)
+
+        points = patch.points.astype(np.float64)
+        if self.max_points is not None and len(points) > self.max_points:
+            points = points[np.sort(rng.choice(len(points), self.max_points, replace=False))]
+        pts = np.column_stack([points[:, 0] / size, points[:, 1] / size, points[:, 2] / self.z_std])
+        q = np.column_stack([query[:, 0] / size, query[:, 1] / size, (query[:, 2] - patch.z_shift) / self.z_std])
+        dsm = np.where(patch.valid > 0, (patch.dsm - patch.z_shift) / self.z_std, np.nan)
+        images = patch.images.astype(np.float32)
+        images = np.where(np.isfinite(images), (images - self.image_mean) / self.image_std, 0.0)
+
+        if self.augment:
+            flip, k = bool(rng.integers(2)), int(rng.integers(4))
+            pts[:, :2] = augment_xy(pts[:, :2], flip, k)
+            q[:, :2] = augment_xy(q[:, :2], flip, k)
+            dsm = augment_grid(dsm, flip, k)
+            images = augment_grid(images, flip, k)
+        return {
+            "points": pts.astype(np.float32),
+            "images": images.astype(np.float32),
+            "query": q.astype(np.float32),
+            "occupancy": occupancy,
+            "weight": weight,
+            "dsm": dsm.astype(np.float32),
+            "normalizer": {"x0": float(patch.x0), "y0": float(patch.y0), "z_shift": float(patch.z_shift),
+                           "z_std": self.z_std, "patch_size": float(size)},
+        }

@@ -1,0 +1,215 @@
+"""Training configuration: dataclasses filled from YAML files that may inherit from each other.
+
+A training YAML names its parent(s) with ``inherit_from`` (a path relative to the file, or a list
+of them); the child's keys override the parent's, nested sections merge key by key. Keeping the
+recipe as data lets ImpliCity-0/-mono/-stereo and their lite variants share one base file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from implicity.core.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    """Where the prepared patches are and how many queries each training sample draws."""
+
+    root: str = ""                 # prepared-patch folder or manifest (relative to the YAML file)
+    train_split: str = "train"
+    val_split: str = "val"
+    n_query: int = 20000           # query points per training patch
+    n_query_val: int = 20000       # query points per validation patch (IoU)
+    augment: bool = True           # random flips / rot90 in the training split
+    num_workers: int = 0           # DataLoader worker processes
+    max_val_patches: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a cyclic learning rate; ``accumulate`` samples (batch 1) per optimizer step."""
+
+    lr_base: float = 5e-5
+    lr_max: float = 1e-3
+    step_size_up: int = 1000
+    step_size_down: int = 2500
+    lr_mode: str = "triangular2"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    accumulate: int = 64
+    grad_clip: float | None = None
+
+
+@dataclass
+class LossConfig:
+    """Weighted BCE; the per-query weights come from the dataset's land-cover/validity masks."""
+
+    use_weights: bool = True
+    reduction: str = "mean"        # "mean": sum(w*bce)/M, as the reference; "weighted_mean": /sum(w)
+
+
+@dataclass
+class ScheduleConfig:
+    """How long to train and how often to log, validate and write the resume checkpoint."""
+
+    max_steps: int = 10000         # optimizer steps
+    max_epochs: int | None = None
+    log_every: int = 1
+    val_every: int = 500
+    checkpoint_every: int = 500
+
+
+@dataclass
+class ValidationConfig:
+    """Validation metrics and the model-selection rule."""
+
+    select_on: str = "iou"         # "iou" (higher is better) or "dsm_medae" (lower is better)
+    dsm: bool = True               # also reconstruct each validation patch's DSM (MedAE in metres)
+    z_min_m: float = -100.0        # coarse height search range relative to the patch's z shift
+    z_max_m: float = 80.0
+    coarse_step_m: float = 16.0
+    refinements: int = 4
+    query_chunk: int = 300000
+
+
+@dataclass
+class TrainConfig:
+    """One training run: model, data, recipe, and where its outputs go."""
+
+    name: str = "implicity"
+    model: Any = None              # path to a model YAML (relative to this file) or an inline mapping
+    out_dir: str = "runs/implicity"
+    seed: int = 0
+    device: str = "auto"           # "auto", "cpu", "cuda", "cuda:N"
+    amp: bool = True               # mixed precision; only ever used on CUDA
+    deterministic: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    source: str | None = None      # the YAML file it was read from (set by the loader)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (for checkpoints and the run summary)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
+             "schedule": ScheduleConfig, "validation": ValidationConfig}
+_PATH_KEYS = (("data", "root"), ("out_dir",), ("model",))
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _absolutise_paths(raw: dict[str, Any], folder: Path) -> None:
+    """Make relative paths absolute against the YAML file that wrote them, before merging."""
+    for keys in _PATH_KEYS:
+        holder: Any = raw
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, Mapping) else None
+        if isinstance(holder, dict):
+            value = holder.get(keys[-1])
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                holder[keys[-1]] = str((folder / value).resolve())
+
+
+def read_yaml_with_inheritance(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, merging the files named by ``inherit_from`` under it (parents first)."""
+    file = Path(path).expanduser().resolve()
+    if file in _seen:
+        raise InputError(f"{file}: 'inherit_from' makes a cycle ({' -> '.join(map(str, _seen + (file,)))}).")
+    if not file.is_file():
+        raise InputError(f"Training config {file} does not exist. Give the path of a training YAML file.")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"Training config {file} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"Training config {file} must be a YAML mapping (key: value), not {type(raw).__name__}.")
+    parents = raw.pop("inherit_from", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    _absolutise_paths(raw, file.parent)
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _deep_merge(merged, read_yaml_with_inheritance(file.parent / parent, _seen + (file,)))
+    return _deep_merge(merged, raw)
+
+
+def _build_section(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        return cls()
+    if not isinstance(values, Mapping):
+        raise InputError(f"{where}: must be a mapping of options, got {values!r}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown option(s) {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
+    kwargs = dict(values)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+    return cls(**kwargs)
+
+
+def train_config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
+    """Build and check a :class:`TrainConfig` from an already merged mapping."""
+    raw = dict(raw)
+    raw.pop("inherit_from", None)
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - set(_SECTIONS)
+    unknown = sorted(set(raw) - top - set(_SECTIONS))
+    if unknown:
+        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}. "
+                         f"Known: {', '.join(sorted(top | set(_SECTIONS)))}.")
+    sections = {name: _build_section(cls, raw.pop(name, None), f"{source} [{name}]")
+                for name, cls in _SECTIONS.items()}
+    config = TrainConfig(**{k: v for k, v in raw.items() if k != "source"}, **sections, source=source)
+    validate_train_config(config)
+    return config
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a training YAML (with ``inherit_from``) into a checked :class:`TrainConfig`."""
+    file = Path(path).expanduser().resolve()
+    return train_config_from_dict(read_yaml_with_inheritance(file), source=str(file))
+
+
+def validate_train_config(c: TrainConfig) -> None:
+    """Reject values that would fail late (after minutes of training) with a clear message now."""
+    src = c.source or "training config"
+    checks = [
+        (c.model is not None, "model: give the path of a model YAML or an inline model mapping"),
+        (c.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
+        (0 < c.optim.lr_base <= c.optim.lr_max, "optim.lr_base must be > 0 and <= optim.lr_max"),
+        (c.optim.step_size_up >= 1 and c.optim.step_size_down >= 1, "optim.step_size_up/down must be >= 1"),
+        (c.optim.lr_mode in ("triangular", "triangular2", "exp_range"),
+         "optim.lr_mode must be triangular, triangular2 or exp_range"),
+        (c.loss.reduction in ("mean", "weighted_mean"), "loss.reduction must be 'mean' or 'weighted_mean'"),
+        (c.schedule.max_steps >= 1, "schedule.max_steps must be >= 1"),
+        (min(c.schedule.log_every, c.schedule.val_every, c.schedule.checkpoint_every) >= 1,
+         "schedule.log_every/val_every/checkpoint_every must be >= 1"),
+        (c.validation.select_on in ("iou", "dsm_medae"), "validation.select_on must be 'iou' or 'dsm_medae'"),
+        (c.validation.select_on != "dsm_medae" or c.validation.dsm,
+         "validation.select_on 'dsm_medae' needs validation.dsm: true"),
+        (c.data.n_query >= 1 and c.data.n_query_val >= 1, "data.n_query and data.n_query_val must be >= 1"),
+        (c.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
+         "device must be auto, cpu, cuda or cuda:N"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(f"{src}: {message}.")
