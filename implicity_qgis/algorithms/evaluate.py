@@ -1,0 +1,108 @@
+"""Processing algorithm: DSM accuracy against a reference DSM (residual raster + metrics)."""
+from __future__ import annotations
+
+import math
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .common import ImpliCityAlgorithm, advanced
+from ..styling import attach_style
+
+OVERALL_OUTPUTS = ("count", "mae", "rmse", "medae", "nmad", "bias")
+
+
+def raster_path(layer) -> str:
+    """The file behind a GDAL raster layer (evaluation reads files, not rendered layers)."""
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"Raster '{layer.name()}' is not a file-based (GDAL) raster ({layer.providerType()}); "
+            "save it as GeoTIFF first (Export > Save As).")
+    return layer.source().split("|")[0]
+
+
+class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
+    """Residual DSM − reference and the paper's metrics per region (overall/building/terrain)."""
+
+    DSM = "DSM"
+    REFERENCE = "REFERENCE"
+    BUILDING_MASK = "BUILDING_MASK"
+    DILATION = "BUILDING_DILATION"
+    RESIDUAL = "RESIDUAL"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    OUTPUT_JSON = "OUTPUT_JSON"
+    GROUP = "Evaluation"
+    GROUP_ID = "evaluation"
+    LABELS = {"--residual-out": "'Residual'", "--json": "'Metrics (JSON)'", "--html": "'Metrics report (HTML)'"}
+
+    def name(self) -> str:
+        return "evaluatedsm"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Evaluate DSM against reference"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Compares a DSM with a reference DSM, as in the ImpliCity paper. The DSM is resampled onto the "
+            "reference grid (reprojected if its CRS differs; nearest when the grids coincide); the residual "
+            "r = DSM − reference is taken where both are valid.<br><br>"
+            "<b>DSM</b>: the DSM to evaluate (any GDAL raster).<br>"
+            "<b>Reference DSM</b>: the ground truth, e.g. from <i>Reference DSM from classified LiDAR</i>.<br>"
+            "<b>Building mask</b> (optional): 0/1 raster; adds <i>building</i> (mask dilated by the building "
+            "dilation, so façades count as building) and <i>terrain</i> (the rest) to <i>overall</i>.<br>"
+            "<b>Building dilation</b> (advanced): pixels added around the mask (2, as in the paper).<br>"
+            "<b>Residual</b>: float32 GeoTIFF of r on the reference grid (blue = DSM too low, red = too high).<br>"
+            "<b>Metrics report (HTML)</b> and <b>Metrics (JSON)</b>: per region COUNT, MAE, RMSE, MedAE = "
+            "median |r|, NMAD = 1.4826·median(|r − median r|), bias = mean r, in the DSM's height units. "
+            "The table is also printed in the log; the overall numbers are outputs for models."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.DSM, "DSM"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference DSM"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.BUILDING_MASK, "Building mask (0/1)", optional=True))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.DILATION, "Building dilation (pixels)", QgsProcessingParameterNumber.Integer, 2, minValue=0)))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.RESIDUAL, "Residual (DSM − reference)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, "Metrics report (HTML)", "HTML files (*.html)", optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_JSON, "Metrics (JSON)", "JSON files (*.json)", optional=True, createByDefault=False))
+        for key in OVERALL_OUTPUTS:
+            self.addOutput(QgsProcessingOutputNumber(f"OVERALL_{key.upper()}", f"Overall {key.upper()}"))
+
+    def run_job(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ...core.evaluation import evaluate_dsm
+
+        dsm = self.parameterAsRasterLayer(parameters, self.DSM, context)
+        ref = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        mask_layer = self.parameterAsRasterLayer(parameters, self.BUILDING_MASK, context) \
+            if parameters.get(self.BUILDING_MASK) else None
+        if dsm is None or ref is None:
+            raise QgsProcessingException("Choose both a DSM and a reference DSM raster.")
+        residual = self.parameterAsOutputLayer(parameters, self.RESIDUAL, context)
+        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context) or None
+        js = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) or None
+        feedback.setProgressText("Comparing the DSM with the reference")
+        report = evaluate_dsm(
+            raster_path(dsm), raster_path(ref), building_mask=raster_path(mask_layer) if mask_layer else None,
+            residual_out=residual, json_out=js, html_out=html,
+            building_dilation_px=self.parameterAsInt(parameters, self.DILATION, context),
+        )
+        feedback.setProgress(100)
+        feedback.pushInfo(f"DSM: {report.dsm}\nReference: {report.reference}\n\n" + report.as_table())
+        attach_style(context, residual, "residual")
+        overall = report.regions["overall"]
+        results = {self.RESIDUAL: residual, self.OUTPUT_HTML: html, self.OUTPUT_JSON: js}
+        for key in OVERALL_OUTPUTS:
+            value = float(getattr(overall, key))
+            results[f"OVERALL_{key.upper()}"] = value if math.isfinite(value) else None
+        return results
