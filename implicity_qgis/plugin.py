@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtWidgets import QAction
 
 from . import dependencies as deps
 from .algorithms.common import plugin_icon
 from .context_menu import LayerContextMenu
-from .provider import ImpliCityProvider
+from .provider import PROVIDER_ID, ImpliCityProvider
 
 MENU = "&ImpliCity"
 
@@ -31,9 +31,18 @@ class ImpliCityPlugin:
         deps.activate(self.deps_dir)  # packages installed by an earlier session
 
     def initProcessing(self) -> None:  # noqa: N802 - called by QGIS, also from qgis_process
-        if self.provider is None:
-            self.provider = ImpliCityProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.provider is not None:
+            return
+        registry = QgsApplication.processingRegistry()
+        provider = ImpliCityProvider()
+        if registry.addProvider(provider):
+            self.provider = provider
+            return
+        # Refused (a provider with our id is already registered, e.g. a stale copy after a plugin
+        # reload): QGIS has deleted ``provider``. Keep whichever is registered working; do not own it.
+        QgsMessageLog.logMessage(
+            f"ImpliCity: a Processing provider with id '{PROVIDER_ID}' is already registered; "
+            "keeping it. Restart QGIS if the ImpliCity algorithms look outdated.", "ImpliCity", Qgis.Warning)
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()

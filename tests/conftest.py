@@ -34,9 +34,13 @@ def delft_crop_laz(tmp_path_factory) -> Path:
     return crop_las(DELFT_LAZ, tmp_path_factory.mktemp("delft") / "delft_crop.laz", DELFT_CROP, keep_every=2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def implicity_provider(qgis_processing):
-    """The ImpliCity Processing provider, registered once per session (reference kept alive)."""
+    """The ImpliCity Processing provider, registered for one test module (reference kept alive).
+
+    Module scope, so that modules which load the plugin itself (classFactory) find no provider of
+    the same id left over from another module.
+    """
     from qgis.core import QgsApplication
 
     from implicity.implicity_qgis.provider import ImpliCityProvider
