@@ -97,6 +97,7 @@ def test_implicity_train_command_end_to_end(prepared: Path, tmp_path: Path, caps
     cfg.write_text(
         f"inherit_from: {REPO / 'training' / 'configs' / 'implicity_0_lite.yaml'}\n"
         f"out_dir: {tmp_path / 'run'}\nseed: 1\n"
+        f"model: {{inherit_from: {LITE_MODEL}, patch_size: {PATCH_M}}}\n"  # the fixture's 16 m patches
         "data: {n_query: 256, n_query_val: 256, num_workers: 0}\n"
         "optim: {accumulate: 1}\n"
         "schedule: {max_steps: 2, log_every: 1, val_every: 2, checkpoint_every: 1}\n"
@@ -115,3 +116,36 @@ def test_implicity_train_command_end_to_end(prepared: Path, tmp_path: Path, caps
     model_pkg.load_model(run / "best.pt", device="cpu")
     raw = torch.load(run / "final.pt", map_location="cpu", weights_only=True)
     assert {"wall_time_s", "val_history", "config_file"} <= _flatten_keys(raw)
+
+
+def _fake_train_split(n_images: int, patch_size: float = 64.0, image_size: int = 128) -> object:
+    from types import SimpleNamespace
+
+    manifest = {"n_images": n_images, "patch_size": patch_size, "image_size": image_size}
+    return SimpleNamespace(manifest=manifest, z_std=12.5, image_mean=68.3, image_std=54.4)
+
+
+def test_model_config_takes_the_prepared_data_normalisation() -> None:
+    """Inference must normalise like training: the exported config carries the data's z_std and
+    image statistics (8-bit orthos), not the reference's panchromatic DN statistics."""
+    from implicity.core.model import load_model_config
+    from implicity.training.trainer.session import align_model_config
+
+    mono = load_model_config("implicity_mono_lite.yaml")
+    aligned = align_model_config(mono, _fake_train_split(1), "train.yaml")
+    assert (aligned.z_std, aligned.image_mean, aligned.image_std) == (12.5, 68.3, 54.4)
+    assert aligned.hidden_dim == mono.hidden_dim and mono.image_mean != 68.3  # a copy, the rest kept
+
+
+@pytest.mark.parametrize("split, expected", [
+    (_fake_train_split(2), "takes 1 ortho-image"),
+    (_fake_train_split(1, patch_size=32.0), "patch_size 64 m"),
+    (_fake_train_split(1, image_size=64), "image_size 128 px"),
+])
+def test_model_and_data_mismatch_is_refused(split: object, expected: str) -> None:
+    from implicity.core.errors import InputError
+    from implicity.core.model import load_model_config
+    from implicity.training.trainer.session import align_model_config
+
+    with pytest.raises(InputError, match=f"train.yaml: model and prepared data do not match: .*{expected}"):
+        align_model_config(load_model_config("implicity_mono_lite.yaml"), split, "train.yaml")

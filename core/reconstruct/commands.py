@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Ortho-image (repeat for stereo). Count must match the model: none for ImpliCity-0, "
                         "one for -mono, two for -stereo. Any CRS/pixel size (reprojected per window); "
                         "multi-band images are converted to grey (luma of the first three bands).")
-    p.add_argument("--model", required=True, metavar="MODEL.pt", help="Trained checkpoint (ours or the reference's).")
+    p.add_argument("--model", default=None, metavar="MODEL.pt",
+                   help="Trained checkpoint (ours or the reference implementation's). Default: the model "
+                        "shipped in models/ for the number of --ortho images given.")
     p.add_argument("--resolution", required=True, type=float, metavar="R",
                    help="Output pixel size in the point cloud's map units (e.g. 0.5).")
     p.add_argument("--out", required=True, metavar="DSM.tif", help="Output DSM GeoTIFF (COG); must not be an input.")
@@ -80,8 +82,18 @@ def _run(args: argparse.Namespace) -> int:
         adaptive_range=not args.no_adaptive_range, batch_size=args.batch_size, fill=args.fill,
         fill_max_distance=args.fill_max_distance, precision=args.precision,
     )
+    model = args.model
+    if model is None:
+        from ..errors import InputError
+        from ..model.shipped import default_model, missing_model_message
+
+        model = default_model(len(args.ortho))
+        if model is None:
+            raise InputError("--model: " + missing_model_message(len(args.ortho)).replace(
+                "in the 'Model checkpoint' parameter", "with --model"))
+        print(f"Model: {model.name} (shipped, for {len(args.ortho)} ortho-image(s))")
     inputs = ReconstructionInputs(
-        points=args.points, points_crs=args.points_crs, orthos=tuple(args.ortho), model=args.model,
+        points=args.points, points_crs=args.points_crs, orthos=tuple(args.ortho), model=model,
         out_path=args.out, confidence_path=args.confidence_out, resolution=args.resolution, extent=args.extent,
     )
     with tqdm_progress(f"reconstruct ({args.mode})", not args.quiet) as progress:

@@ -209,8 +209,11 @@ def prepare_dataset(config_path: "str | os.PathLike[str]", out: "str | os.PathLi
     if not force and is_up_to_date(target, fingerprint):
         log(f"{target}: already prepared from this config; nothing to do (use --force to rebuild).")
         return target
-    if not target.parent.is_dir():
-        raise InputError(f"--out {target}: the folder {target.parent} does not exist.")
+    try:  # a dataset is a folder of our own: create its parents like `mkdir -p`
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {target}: cannot create the folder {target.parent} ({exc.strerror}). "
+                         "Choose a writable location.") from None
 
     jobs: list[tuple[int, dict[str, Any]]] = []  # one job per scene (each seed of a synthetic source)
     for i, source in enumerate(cfg.sources):

@@ -31,12 +31,12 @@ from implicity.core.gridding import count_points, fill_nearest, grid_for_points,
 from implicity.core.ortho import rasterize_colors
 from implicity.core.pointcloud import PointCloud, read_point_cloud
 from implicity.core.raster import GridSpec, read_band, read_raster_on_grid
+from implicity.core.reconstruct.imagery import to_grey  # the engine's rule: train and infer alike
 
 from .render import default_suns, render_ortho
 from .simulate import StereoSimulationConfig, simulate_stereo_cloud, smooth_field
 from .synthetic_city import CityConfig, generate_city, sample_surface_points
 
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 NOISE_CLASSES = (7, 18)
 VEGETATION_CLASSES = (3, 4, 5)
 BUILDING_CLASS, WATER_CLASS = 6, 9
@@ -75,13 +75,6 @@ def dataclass_from_mapping(cls: type, values: Mapping[str, Any] | None, where: s
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: {exc}") from None
-
-
-def to_grey(bands: np.ndarray) -> np.ndarray:
-    """(B, H, W) → (H, W): luma of the first three bands, else the first band."""
-    if bands.shape[0] >= 3:
-        return np.tensordot(LUMA, bands[:3], axes=1).astype(np.float32)
-    return bands[0].astype(np.float32)
 
 
 def synthetic_scene(name: str, seed: int, n_images: int, city: CityConfig | None = None,

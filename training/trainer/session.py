@@ -22,6 +22,31 @@ def build_model_from_config(config: TrainConfig) -> tuple[Any, Any]:
     return build_model(model_config), model_config
 
 
+def align_model_config(model_config: Any, train: Any, source: str) -> Any:
+    """The model config with the prepared data's normalisation constants.
+
+    Inference must normalise exactly as training did: the checkpoint carries z_std and the image
+    statistics of the training patches (the reference's DN statistics mean nothing for 8-bit
+    orthos). Geometry that cannot be reconciled (patch size, image count and size) is an error.
+    """
+    manifest = train.manifest
+    problems = []
+    if int(manifest["n_images"]) != model_config.n_images:
+        problems.append(f"the model ({model_config.variant}) takes {model_config.n_images} ortho-image(s), "
+                        f"the prepared data has {manifest['n_images']}")
+    if abs(float(manifest["patch_size"]) - model_config.patch_size) > 1e-9:
+        problems.append(f"patch_size {model_config.patch_size:g} m (model) vs {manifest['patch_size']:g} m (data)")
+    if model_config.n_images and int(manifest.get("image_size", 0)) != model_config.image_size:
+        problems.append(f"image_size {model_config.image_size} px (model) vs {manifest.get('image_size')} px (data)")
+    if problems:
+        raise InputError(f"{source}: model and prepared data do not match: " + "; ".join(problems) +
+                         ". Choose the model config that fits the data, or prepare the data for this model.")
+    updates: dict[str, Any] = {"z_std": float(train.z_std)}
+    if model_config.n_images:
+        updates.update(image_mean=float(train.image_mean), image_std=float(train.image_std))
+    return dataclasses.replace(model_config, **updates)
+
+
 def open_datasets(config: TrainConfig) -> tuple[Any, Any]:
     """The training and validation splits of the prepared patches named by ``config.data``."""
     from implicity.training.data import PatchDataset
@@ -60,9 +85,11 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
                          "--resume, or choose another out_dir (--out-dir) to start afresh.")
     ctx: DistContext = init_distributed(config.device)
     try:
+        train, val = open_datasets(config)
         seed_everything(config.seed)
         model, model_config = build_model_from_config(config)
-        train, val = open_datasets(config)
+        model_config = align_model_config(model_config, train, config.source)
+        model.config = model_config
         trainer = Trainer(config, model, model_config, train, val, ctx=ctx,
                           progress_bar=progress_bar and ctx.is_main)
         return trainer.fit(resume=resume)

@@ -1,13 +1,13 @@
 """The trained checkpoints shipped in ``models/`` and which one is the default for an image count.
 
-Kept free of QGIS so the choice is testable headless. Names follow ``implicity-<kind>[-<variant>].pt``
+Used by the CLI, the demo and the QGIS algorithm alike. Names follow ``implicity-<kind>[-<variant>].pt``
 with kind ``0`` (points only), ``mono`` (one ortho) or ``stereo`` (two orthos).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 KIND_BY_IMAGES = {0: "0", 1: "mono", 2: "stereo"}
 DESCRIPTION = {0: "ImpliCity-0 (points only)", 1: "ImpliCity-mono (one ortho-image)",
                2: "ImpliCity-stereo (two ortho-images)"}
