@@ -317,13 +317,17 @@ def test_config_inheritance_chain_and_lists(tmp_path: Path) -> None:
     assert (mono_lite.name, mono_lite.n_images, mono_lite.feature_dim, mono_lite.unet_depth) == (
         "ImpliCity-mono-lite", 1, 16, 4)
     assert reference_config(0) == ModelConfig()                      # defaults are the reference's
+    # a user's file may inherit a shipped config by its bare name (a file beside it wins)
+    users = load_model_config(_write(tmp_path / "mine" / "wide.yaml",
+                                     "inherit_from: ImpliCity-mono.yaml\nhidden_dim: 64\n"))
+    assert (users.n_images, users.hidden_dim, users.name) == (1, 64, "ImpliCity-mono")
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     _write(tmp_path / "parent.yaml", "n_images: 1\n")
     typo = _write(tmp_path / "typo.yaml", "inherit_from: parent.yaml\nhiden_dim: 8\n")
-    with pytest.raises(InputError, match=r"unknown model config field\(s\) 'hiden_dim' \(did you mean 'hidden_dim'\?\)"
-                       ) as info:
+    typo_message = r"unknown model config field\(s\) 'hiden_dim' \(did you mean 'hidden_dim'\?\)"
+    with pytest.raises(InputError, match=typo_message) as info:
         load_model_config(typo)
     assert str(typo) in str(info.value)
     with pytest.raises(InputError, match="unknown model config field"):
@@ -405,9 +409,11 @@ def test_torch_scatter_matches_native() -> None:
     torch.testing.assert_close(sc.scatter_max(src, index, cells, use_torch_scatter=True),
                                sc.scatter_max(src, index, cells, use_torch_scatter=False), atol=0.0, rtol=0.0)
     torch.testing.assert_close(sc.scatter_mean(src, index, cells, use_torch_scatter=True),
-                               sc.scatter_mean(src, index, cells, use_torch_scatter=False), atol=1e-6, rtol=1e-6)
+                               sc.scatter_mean(src, index, cells, use_torch_scatter=False),
+                               atol=1e-6, rtol=1e-6)   # float summation order only
     torch.testing.assert_close(sc.pool_and_gather(src, index, cells, use_torch_scatter=True),
-                               sc.pool_and_gather(src, index, cells, use_torch_scatter=False), atol=0.0, rtol=0.0)
+                               sc.pool_and_gather(src, index, cells, use_torch_scatter=False),
+                               atol=0.0, rtol=0.0)
 
 
 def test_native_scatter_matches_naive_loops() -> None:

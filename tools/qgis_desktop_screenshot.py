@@ -1,4 +1,4 @@
-"""Run the real QGIS desktop under Xvfb with the packaged plugin, run an algorithm, take screenshots.
+"""Run the real QGIS desktop under Xvfb with the packaged plugin, run ImpliCity, take screenshots.
 
 The plugin is installed from the ``make package`` zip into a throw-away HOME/profile and enabled in
 ``QGIS3.ini``. A startup script (``qgis --code``) then: opens the algorithm dialog pre-filled and
@@ -22,7 +22,9 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DELFT = REPO.parent / "shared" / "data" / "delft_ahn3" / "ahn3_cropped_1.laz"
+# The bundled Nimes LiDAR HD sample (Etalab 2.0; header without CRS).
+NIMES = REPO / "data" / "nimes_lidarhd" / "subsampled_nimes.laz"
+NIMES_CRS = "EPSG:2154"
 SCREEN = "1600x1000x24"
 PROFILE = Path(".local/share/QGIS/QGIS3/profiles/default")
 
@@ -98,19 +100,20 @@ def install_plugin(home: Path, zip_path: Path) -> Path:
     return plugins / "implicity"
 
 
-def default_job(out: Path, work: Path, points: Path) -> dict:
-    params = {"POINTS_FILE": str(points), "POINTS_CRS": "EPSG:28992", "RESOLUTION": 0.5,
-              "OUTPUT": str(work / "baseline_dsm.tif")}
+def default_job(out: Path, work: Path, points: Path, crs: str = NIMES_CRS) -> dict:
+    """Open the Reconstruct dialog on the cloud, then run it with the shipped ImpliCity-0 model."""
+    params = {"POINTS_FILE": str(points), "POINTS_CRS": crs, "RESOLUTION": 0.5,
+              "OUTPUT": str(work / "implicity_dsm.tif")}
     return {
         "out": str(out),
         "dialog_algorithm": "implicity:reconstructdsm",
-        "dialog_params": {"POINTS_FILE": str(points), "POINTS_CRS": "EPSG:28992", "RESOLUTION": 0.5},
-        "algorithm": "implicity:baselinedsm",
+        "dialog_params": {"POINTS_FILE": str(points), "POINTS_CRS": crs, "RESOLUTION": 0.5},
+        "algorithm": "implicity:reconstructdsm",
         "params": params,
     }
 
 
-def run(out: Path, timeout: float = 90.0, points: Path = DELFT, keep_home: bool = False) -> dict:
+def run(out: Path, timeout: float = 90.0, points: Path = NIMES, keep_home: bool = False) -> dict:
     """Package, install, run QGIS under Xvfb; returns result.json's content (plus 'seconds')."""
     for tool in ("xvfb-run", "qgis", "import"):
         if shutil.which(tool) is None:
@@ -157,7 +160,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"), help="folder for the PNGs and result.json")
     parser.add_argument("--timeout", type=float, default=90.0)
-    parser.add_argument("--points", default=str(DELFT), help="point cloud (EPSG:28992) to run on")
+    parser.add_argument("--points", default=str(NIMES), help="point cloud (EPSG:2154) to run on")
     args = parser.parse_args()
     result = run(Path(args.out), args.timeout, Path(args.points))
     print(json.dumps(result, indent=2))

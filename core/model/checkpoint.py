@@ -67,9 +67,12 @@ def read_checkpoint(path: "str | os.PathLike[str]") -> dict[str, Any]:
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'}). "
                          "The file may be truncated or not a model; download or export it again.") from None
-    except Exception as exc:  # unpickling refused: objects other than tensors and plain data
-        raise InputError(f"{path}: the checkpoint holds Python objects that are not loaded for safety "
-                         f"({type(exc).__name__}). Save only the state dict (and plain data).") from None
+    except Exception as exc:  # pickle errors of all kinds: refused objects, or bytes that are no pickle
+        if "Unsupported global" in str(exc):  # the safe loader met a pickled object
+            raise InputError(f"{path}: the checkpoint holds Python objects that are not loaded for safety "
+                             f"({type(exc).__name__}). Save only the state dict (and plain data).") from None
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}); the file is "
+                         "corrupt or not a model. Download or export it again.") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a checkpoint must be a dict, found a {type(raw).__name__}.")
     return raw
@@ -182,12 +185,13 @@ def load_model(path: "str | os.PathLike[str]", device: "str | torch.device" = "c
                          f"{config.n_images} ortho-image(s), or a model trained for {n_images}.")
     model = build_model(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
         raise InputError(
             f"{path}: weights do not fit the {config.variant} architecture "
-            f"({len(result.missing_keys)} missing, e.g. {result.missing_keys[:3]}; "
-            f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:3]}). "
+            f"({len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). "
             "Is it a checkpoint of another network?")
     try:
         model.load_state_dict(state, strict=True)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from implicity.core.errors import InputError
+from implicity.core.yamlconfig import read_with_inheritance, resolve_inheritance
 
 #: Reference z scale (metres per normalised unit) of the demo data set.
 DEFAULT_Z_STD = 29.83779098
@@ -108,40 +107,6 @@ class ModelConfig:
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    out.update(override)
-    return out
-
-
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    """The mapping of ``path`` with its ``inherit_from`` parents merged in (child wins)."""
-    if path in chain:
-        cycle = " -> ".join(str(p) for p in (*chain, path))
-        raise InputError(f"{path}: inherit_from forms a cycle ({cycle}). Remove one of the links.")
-    if not path.is_file():
-        where = f" (inherited by {chain[-1]})" if chain else ""
-        raise InputError(f"{path}: model config file not found{where}. Check the path.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc}). Fix the file.") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a model config must be a mapping of fields, got {type(data).__name__}.")
-    return _resolve_inheritance(data, path.parent, (*chain, path))
-
-
-def _resolve_inheritance(data: Mapping[str, Any], base_dir: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    data = dict(data)
-    parents = data.pop("inherit_from", None)
-    if parents is None:
-        return data
-    merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, (str, os.PathLike)) else list(parents):
-        merged = _merge(merged, _read_yaml((base_dir / Path(parent)).resolve(), chain))
-    return _merge(merged, data)
-
-
 def config_from_mapping(data: Mapping[str, Any], source: str = "model config") -> ModelConfig:
     """A validated ModelConfig from a flat mapping; unknown keys are errors (typos must not pass)."""
     unknown = sorted(set(data) - _FIELDS)
@@ -186,12 +151,12 @@ def load_model_config(path_or_dict: "str | os.PathLike[str] | Mapping[str, Any] 
         return dataclasses.replace(path_or_dict)
     if isinstance(path_or_dict, Mapping):
         base = Path(base_dir) if base_dir is not None else CONFIG_DIR
-        data = _resolve_inheritance(path_or_dict, base, ())
+        data = resolve_inheritance(path_or_dict, base, "model config", search_dirs=(CONFIG_DIR,))
         return config_from_mapping(data, "model config mapping")
     path = Path(path_or_dict).expanduser()
     if not path.is_absolute() and not path.exists() and (CONFIG_DIR / path).is_file():
         path = CONFIG_DIR / path          # a bare name such as "ImpliCity-stereo.yaml"
-    data = _read_yaml(path.resolve(), ())
+    data = read_with_inheritance(path, "model config", search_dirs=(CONFIG_DIR,))
     return config_from_mapping(data, str(path))
 
 

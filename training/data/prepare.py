@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import yaml
 
 from implicity.core.crs import describe_crs
 from implicity.core.errors import InputError
+from implicity.core.yamlconfig import read_yaml_mapping
 
 from .labels import QuerySamplingConfig
 from .scenes import Scene, dataclass_from_mapping, scenes_from_source
@@ -61,14 +61,7 @@ class PrepareConfig:
 def load_prepare_config(path: "str | os.PathLike[str]") -> tuple[PrepareConfig, dict[str, Any]]:
     """Parse and check a prepare config; returns it and the raw mapping (for the manifest)."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"Prepare config not found: {p}.")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{p}: not valid YAML ({exc}).") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{p}: the config must be a mapping of options.")
+    raw = read_yaml_mapping(p, "Prepare config")
     cfg = dataclass_from_mapping(PrepareConfig, {k: v for k, v in raw.items()}, str(p))
     cfg = dataclasses.replace(cfg, sources=list(raw.get("sources") or []), queries=dict(raw.get("queries") or {}))
     dataclass_from_mapping(QuerySamplingConfig, cfg.queries, f"{p}: queries")

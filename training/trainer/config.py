@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from implicity.core.errors import InputError
+from implicity.core.yamlconfig import read_with_inheritance
 
 
 @dataclass
@@ -106,16 +106,6 @@ _SECTIONS = {"data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
 _PATH_KEYS = (("data", "root"), ("out_dir",), ("model",))
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _absolutise_paths(raw: dict[str, Any], folder: Path) -> None:
     """Make relative paths absolute against the YAML file that wrote them, before merging."""
     for keys in _PATH_KEYS:
@@ -128,27 +118,9 @@ def _absolutise_paths(raw: dict[str, Any], folder: Path) -> None:
                 holder[keys[-1]] = str((folder / value).resolve())
 
 
-def read_yaml_with_inheritance(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a YAML mapping, merging the files named by ``inherit_from`` under it (parents first)."""
-    file = Path(path).expanduser().resolve()
-    if file in _seen:
-        raise InputError(f"{file}: 'inherit_from' makes a cycle ({' -> '.join(map(str, _seen + (file,)))}).")
-    if not file.is_file():
-        raise InputError(f"Training config {file} does not exist. Give the path of a training YAML file.")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"Training config {file} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise InputError(f"Training config {file} must be a YAML mapping (key: value), not {type(raw).__name__}.")
-    parents = raw.pop("inherit_from", None) or []
-    if isinstance(parents, str):
-        parents = [parents]
-    _absolutise_paths(raw, file.parent)
-    merged: dict[str, Any] = {}
-    for parent in parents:
-        merged = _deep_merge(merged, read_yaml_with_inheritance(file.parent / parent, _seen + (file,)))
-    return _deep_merge(merged, raw)
+def read_yaml_with_inheritance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training YAML with its ``inherit_from`` parents merged under it; relative paths absolute."""
+    return read_with_inheritance(path, "training config", prepare=_absolutise_paths)
 
 
 def _build_section(cls: type, values: Any, where: str) -> Any:
