@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ship(run_dir: Path, name: str, which: str = "best.pt") -> Path:
+def ship(run_dir: Path, name: str, which: str = "best.pt", selection: str = "") -> Path:
     from implicity.core.model import load_model, save_checkpoint
     from implicity.core.model.checkpoint import describe_checkpoint
 
@@ -23,7 +23,7 @@ def ship(run_dir: Path, name: str, which: str = "best.pt") -> Path:
     _config, training = describe_checkpoint(source)
     target = REPO / "models" / f"{name}.pt"
     target.parent.mkdir(exist_ok=True)
-    save_checkpoint(target, model, config, training={**training, "shipped_from": f"{run_dir.name}/{which}"},
+    save_checkpoint(target, model, config, training={**training, "shipped": {"from": f"{run_dir.name}/{which}", "selection": selection}},
                     half=True)
     return target
 
@@ -33,8 +33,9 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the training run's out_dir")
     parser.add_argument("name", help="shipped name, implicity-<0|mono|stereo>[-variant]")
     parser.add_argument("--which", default="best.pt", help="best.pt (default) or final.pt")
+    parser.add_argument("--selection", default="", help="why this checkpoint (recorded in the shipped file)")
     args = parser.parse_args(argv)
-    target = ship(args.run_dir, args.name, args.which)
+    target = ship(args.run_dir, args.name, args.which, args.selection)
     print(f"Shipped {args.run_dir / args.which} as {target} ({target.stat().st_size / 1e6:.2f} MB)")
     return 0
 
