@@ -40,7 +40,7 @@ def test_desktop_runs_the_algorithm_and_screenshots_it(tmp_path):
     assert result["plugin_loaded"] and not result["errors"], result
     assert result["plugin_file"].startswith("/tmp") and "/profiles/default/python/plugins/implicity/" in result["plugin_file"]
     assert result["output_bytes"] > 10_000  # the algorithm wrote its GeoTIFF
-    assert result["layers"] == ["Baseline DSM (hillshade)", "Baseline DSM"]  # loaded and styled
+    assert result["layers"] == ["DSM (hillshade)", "DSM"]  # the ImpliCity DSM, loaded and styled
     for name in ("algorithm_dialog.png", "dsm_on_map.png"):
         image = Image.open(tmp_path / name).convert("RGB")
         assert image.size == (1600, 1000)
