@@ -108,7 +108,7 @@ def write_masks(reference: Path, held_out: Path, elevated: Path) -> None:
 
 
 def run(out_dir: Path, resolution: float = 0.5, device: str = "auto") -> dict[str, Path]:
-    from implicity.core.model.shipped import default_model
+    from implicity.core.shipped_models import default_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
     from implicity.training.data.simulate import StereoSimulationConfig, simulate_stereo_cloud
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from implicity.implicity_qgis import dependencies as deps
-from implicity.core.model.shipped import default_model, missing_model_message
+from implicity.core.shipped_models import default_model, missing_model_message
 
 FAKE = deps.Requirement("implicity_fake_pkg_xyz", "implicity-fake-pkg-xyz>=1", "a test package")
 

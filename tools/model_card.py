@@ -32,7 +32,7 @@ def synthetic_rows(out: Path, device: str) -> dict[str, dict[str, dict]]:
     from demo import BASELINE
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.evaluation import evaluate_dsm
-    from implicity.core.model.shipped import default_model
+    from implicity.core.shipped_models import default_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
     from implicity.training.data.export import write_synthetic_city
 

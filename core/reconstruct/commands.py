@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     model = args.model
     if model is None:
         from ..errors import InputError
-        from ..model.shipped import default_model, missing_model_message
+        from ..shipped_models import default_model, missing_model_message
 
         model = default_model(len(args.ortho))
         if model is None:

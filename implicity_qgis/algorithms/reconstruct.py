@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from .. import dependencies as deps
-from implicity.core.model.shipped import default_model, missing_model_message
+from implicity.core.shipped_models import default_model, missing_model_message
 from ..styling import attach_style
 from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, advanced,
                      check_raster_overlap, progress_callback, to_qgs_crs)

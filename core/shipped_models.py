@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 KIND_BY_IMAGES = {0: "0", 1: "mono", 2: "stereo"}
 DESCRIPTION = {0: "ImpliCity-0 (points only)", 1: "ImpliCity-mono (one ortho-image)",
                2: "ImpliCity-stereo (two ortho-images)"}
