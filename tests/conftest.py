@@ -7,6 +7,7 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DELFT_LAZ = SHARED_DATA / "delft_ahn3" / "ahn3_cropped_2.laz"  # AHN3, EPSG:28992, no CRS in header
+REFERENCE_JSON = SHARED_DATA.parent / "reference" / "reference_state_dicts.json"
 #: A 64 × 64 m crop of DELFT_LAZ (RD New metres): a few buildings and streets.
 DELFT_CROP = (85000.0, 447500.0, 85064.0, 447564.0)
 
@@ -49,3 +50,25 @@ def implicity_provider(qgis_processing):
     QgsApplication.processingRegistry().addProvider(provider)
     yield provider
     QgsApplication.processingRegistry().removeProvider(provider)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run small tensors on one thread: intra-op threads gain nothing at this size, and when another
+    process shares the cores, spinning OpenMP barriers make them 10-50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    """The authors' state-dict layouts (key, shape, parameter counts) of ImpliCity-0/-mono/-stereo."""
+    import json
+
+    if not REFERENCE_JSON.is_file():
+        pytest.fail(f"reference data missing: {REFERENCE_JSON} (shared/reference of the workspace)")
+    return json.loads(REFERENCE_JSON.read_text(encoding="utf-8"))

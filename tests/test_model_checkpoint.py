@@ -7,7 +7,6 @@ The reference-implementation files are synthesised from the published state-dict
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,24 +32,10 @@ from implicity.core.model import (
 from implicity.core.model.checkpoint import describe_checkpoint
 from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
 
-REFERENCE_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "reference_state_dicts.json"
 VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors run faster on one thread, and far faster when another process shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    if not REFERENCE_JSON.is_file():
-        pytest.fail(f"reference data missing: {REFERENCE_JSON} (shared/reference of the workspace)")
-    return json.loads(REFERENCE_JSON.read_text(encoding="utf-8"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_state(reference: dict[str, Any], n_images: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ file stays fast on a 2-core CPU.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from implicity.core.model import (
 )
 from implicity.core.model import scatter as sc
 
-REFERENCE_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "reference_state_dicts.json"
 VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 LITE_CONFIGS = {0: "implicity_0_lite.yaml", 1: "implicity_mono_lite.yaml", 2: "implicity_stereo_lite.yaml"}
 #: Published parameter counts of the reference models (IMPLICITY_FACTS.md); kept here as well so that
@@ -35,22 +33,7 @@ LITE_CONFIGS = {0: "implicity_0_lite.yaml", 1: "implicity_mono_lite.yaml", 2: "i
 REFERENCE_PARAMS = {0: 7_812_705, 1: 21_824_993, 2: 21_828_129}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run these small tensors on one thread: intra-op threads gain nothing at this size, and when
-    another process shares the cores, spinning OpenMP barriers make them 10-50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict[str, Any]:
-    """The authors' state-dict layouts; required, since they are the ground truth of these tests."""
-    if not REFERENCE_JSON.is_file():
-        pytest.fail(f"reference data missing: {REFERENCE_JSON} (shared/reference of the workspace)")
-    return json.loads(REFERENCE_JSON.read_text(encoding="utf-8"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturb(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
