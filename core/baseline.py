@@ -5,6 +5,7 @@ import os
 
 from rasterio.crs import CRS
 
+from .errors import InputError
 from .gridding import CancelFn, GriddingOptions, ProgressFn, grid_for_points, rasterize_to_file
 from .outputs import check_output_path
 from .pointcloud import PointCloud, read_point_cloud
@@ -33,6 +34,7 @@ def make_baseline_dsm(
     fill: str = "idw",
     fill_max_distance: float = 10.0,
     outlier_threshold: float | None = None,
+    smooth: int = 1,
     extent: "str | tuple[float, float, float, float] | None" = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
@@ -43,8 +45,10 @@ def make_baseline_dsm(
     cloud = load_points(points, points_crs)
     crs = cloud.require_crs()
     grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source)
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1 or smooth % 2 == 0:
+        raise InputError(f"smooth: the median filter size must be an odd number of pixels >= 1 (got {smooth}).")
     options = GriddingOptions(statistic=statistic, fill=fill, fill_max_distance=fill_max_distance,  # type: ignore[arg-type]
-                              outlier_threshold=outlier_threshold)
+                              outlier_threshold=outlier_threshold, smooth=smooth)
     rasterize_to_file(cloud.xyz, grid, out, options, progress, is_cancelled)
     return grid
 

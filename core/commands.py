@@ -26,7 +26,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
         grid = make_baseline_dsm(
             args.points, args.out, args.resolution, points_crs=args.points_crs, statistic=args.statistic,
             fill=args.fill, fill_max_distance=args.fill_max_distance,
-            outlier_threshold=args.outlier_threshold, extent=args.extent, progress=progress,
+            outlier_threshold=args.outlier_threshold, smooth=args.smooth, extent=args.extent, progress=progress,
         )
     print(f"Baseline DSM written: {args.out} ({grid.width} x {grid.height} px at {grid.resolution:g})")
     return 0
@@ -92,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outlier-threshold", type=float, default=None, metavar="T",
                    help="Remove cells deviating more than T from their 5x5 neighbourhood median "
                         "(default: off).")
+    p.add_argument("--smooth", type=int, default=1, metavar="K",
+                   help="Median-filter the gridded DSM over K x K pixels (odd K, e.g. 3; default 1 = off). "
+                        "No-data pixels stay no-data.")
     p.set_defaults(run=_run_baseline)
 
     p = subparsers.add_parser(

@@ -157,7 +157,25 @@ class GriddingOptions:
     fill: FillMethod = "idw"
     fill_max_distance: float = 10.0  # map units
     outlier_threshold: float | None = None  # map units; None = keep all cells
+    smooth: int = 1  # side (odd, pixels) of a final median filter; 1 = none
     band_rows: int = 1024  # rows per processing band (memory bound)
+
+
+def median_smooth(dsm: np.ndarray, size: int) -> np.ndarray:
+    """A ``size`` × ``size`` median filter that keeps no-data cells no-data.
+
+    Why: the median-filtered gridding is the classical DSM that users compare against. Cells next
+    to a hole use the nearest valid heights in place of the hole, so holes neither spread nor leak.
+    """
+    if size <= 1:
+        return dsm
+    if size % 2 == 0:
+        raise InputError(f"smooth: the median filter size must be odd (got {size}); use 3, 5, 7, ...")
+    valid = np.isfinite(dsm)
+    if not valid.any():
+        return dsm
+    filled = fill_nearest(dsm) if not valid.all() else dsm
+    return np.where(valid, ndimage.median_filter(filled, size=size, mode="nearest"), np.nan).astype(dsm.dtype)
 
 
 def _check_cancel(is_cancelled: CancelFn | None) -> None:
@@ -181,7 +199,7 @@ def rasterize_to_file(
     res = grid.resolution
     fill_px = 0 if options.fill == "none" else int(np.ceil(options.fill_max_distance / res))
     # IDW looks up to 2·fill_px + 2 pixels away for rim pixels, the outlier filter 2 more.
-    halo = 2 * fill_px + 3 + (3 if options.outlier_threshold is not None else 0)
+    halo = 2 * fill_px + 3 + (3 if options.outlier_threshold is not None else 0) + options.smooth // 2
     rows, _ = grid.rowcol(xyz[:, 0], xyz[:, 1])
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
@@ -199,6 +217,7 @@ def rasterize_to_file(
             if options.outlier_threshold is not None:
                 dsm = remove_outliers(dsm, options.outlier_threshold)
             dsm = fill_holes(dsm, options.fill, max(fill_px, 0), origin=(h0, -halo))
+            dsm = median_smooth(dsm, options.smooth)
             core = dsm[halo:halo + (r1 - r0), halo:halo + grid.width]
             writer.write(core, r0, 0)
             if band_hook is not None:

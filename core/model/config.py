@@ -22,6 +22,9 @@ DEFAULT_Z_STD = 29.83779098
 DEFAULT_IMAGE_MEAN = 1132.664
 DEFAULT_IMAGE_STD = 487.496
 
+HEIGHT_REFERENCES = ("window", "prior")
+IMAGE_NORMALIZATIONS = ("dataset", "per_image")
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 
@@ -55,6 +58,14 @@ class ModelConfig:
     # decoder
     decoder_hidden_dim: int = 32
     decoder_blocks: int = 5
+    # robust inputs (off by default: the reference's networks see window-median heights and the
+    # data set's image statistics). See prior.py and normalization.py for why they help.
+    height_reference: str = "window"    # "window": z − window median; "prior": z − robust surface prior
+    prior_z_scale: float = 4.0          # metres per decoder unit of the prior-relative height
+    prior_outlier_m: float = 5.0        # cells this far from their 5 × 5 median leave the prior
+    prior_smoothing: int = 3            # side of the prior's median filter (cells)
+    point_clip_m: float = 0.0           # > 0: clamp input points to prior ± this before encoding
+    image_normalization: str = "dataset"  # "dataset": (v − image_mean) / image_std; "per_image": robust per window
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,6 +96,14 @@ class ModelConfig:
                 problems.append(f"{key} must be > 0 (got {getattr(self, key)})")
         if self.n_images not in (0, 1, 2):
             problems.append(f"n_images must be 0, 1 or 2 (got {self.n_images})")
+        if self.height_reference not in HEIGHT_REFERENCES:
+            problems.append(f"height_reference must be one of {HEIGHT_REFERENCES} (got {self.height_reference!r})")
+        if self.image_normalization not in IMAGE_NORMALIZATIONS:
+            problems.append(f"image_normalization must be one of {IMAGE_NORMALIZATIONS} "
+                            f"(got {self.image_normalization!r})")
+        if not (self.prior_z_scale > 0 and self.prior_outlier_m > 0 and self.prior_smoothing >= 1
+                and self.point_clip_m >= 0):
+            problems.append("prior_z_scale and prior_outlier_m must be > 0, prior_smoothing >= 1, point_clip_m >= 0")
         if self.n_classes not in (1, 3):
             problems.append(f"n_classes must be 1 or 3 (got {self.n_classes})")
         if self.n_images > 0 and not problems:

@@ -15,6 +15,7 @@ from implicity.core.errors import InputError
 from .config import ModelConfig
 from .decoder import LocalDecoder, sample_plane
 from .image_encoder import HGFilter
+from .prior import clamp_to_prior, surface_prior
 from .point_encoder import LocalPoolPointNet
 
 
@@ -27,9 +28,13 @@ class EncodedPatch:
 
     plane: torch.Tensor                  # (B, feature_dim, R, R)
     image: torch.Tensor | None = None    # (B, feature_dim, S/4, S/4), rows south → north
+    prior: torch.Tensor | None = None    # (B, 1, R, R) robust surface in normalised z (height_reference: prior)
 
     def to(self, device: "torch.device | str") -> "EncodedPatch":
-        return EncodedPatch(self.plane.to(device), None if self.image is None else self.image.to(device))
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return EncodedPatch(self.plane.to(device), move(self.image), move(self.prior))
 
     @property
     def batch_size(self) -> int:
@@ -86,16 +91,27 @@ class ImpliCityNet(nn.Module):
     def encode(self, points: torch.Tensor, images: torch.Tensor | None = None) -> EncodedPatch:
         """Feature maps of normalised points (B, N, 3) and images (B, n_images, S, S), row 0 = north."""
         self._check_inputs(points, images)
+        prior = None
+        if self.config.height_reference == "prior":
+            cfg = self.config
+            prior = surface_prior(points, cfg.plane_resolution, cfg.prior_outlier_m / cfg.z_std, cfg.prior_smoothing)
+            if cfg.point_clip_m > 0:
+                at_points = sample_plane(prior, points[..., :2]).squeeze(-1)
+                points = clamp_to_prior(points, at_points, cfg.point_clip_m / cfg.z_std)
         plane = self.points_encoder(points)
         image = None
         if self.image_encoder is not None and images is not None:
             # Raster rows run north→south; the plane's rows run south→north.
             image = torch.flip(self.image_encoder(images.to(plane.dtype)), dims=[2])
-        return EncodedPatch(plane, image)
+        return EncodedPatch(plane, image, prior)
 
     def decode(self, query: torch.Tensor, features: EncodedPatch) -> torch.Tensor:
         """Logits of normalised queries (B, M, 3): (B, M), or (B, M, 3) for the 3-class model."""
         xy = query[..., :2]
+        if features.prior is not None:
+            # The decoder sees the height above the robust surface, in units of prior_z_scale metres.
+            rel = (query[..., 2:3] - sample_plane(features.prior, xy)) * (self.config.z_std / self.config.prior_z_scale)
+            query = torch.cat([xy, rel.to(query.dtype)], dim=-1)
         c = sample_plane(features.plane, xy)
         if features.image is not None:
             c = c + sample_plane(features.image, xy)

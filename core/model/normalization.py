@@ -96,11 +96,16 @@ class PatchNormalizer:
 
 
 def normalize_image(array: ArrayT, config: Any) -> ArrayT:
-    """Ortho intensities to network input: (value − image_mean) / image_std, no-data (NaN) → 0.
+    """Ortho intensities to network input, no-data (NaN) → 0, float32; numpy or torch.
 
-    ``config`` is anything with ``image_mean`` and ``image_std`` (a ModelConfig). Works on numpy
-    arrays and torch tensors; returns float32.
+    ``config`` is anything with ``image_normalization``, ``image_mean`` and ``image_std`` (a
+    ModelConfig). ``"dataset"`` (the reference's way): (value − image_mean) / image_std with the
+    training data's statistics. ``"per_image"``: each image (the last two axes) is centred on its own
+    median and scaled by its own robust spread (1.4826 · MAD), then clipped to ±5 — so 8-bit,
+    16-bit, dark or bright orthos all reach the network alike, in training and at inference.
     """
+    if getattr(config, "image_normalization", "dataset") == "per_image":
+        return _per_image(array)
     mean = float(config.image_mean)
     std = float(config.image_std)
     if isinstance(array, torch.Tensor):
@@ -108,3 +113,27 @@ def normalize_image(array: ArrayT, config: Any) -> ArrayT:
         return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     out = (np.asarray(array, dtype=np.float32) - np.float32(mean)) / np.float32(std)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+#: Per-image normalisation: spreads below this (in the image's own units) count as a flat image.
+_MIN_SPREAD = 1e-6
+_CLIP = 5.0
+
+
+def _per_image(array: ArrayT) -> ArrayT:
+    if isinstance(array, torch.Tensor):
+        return torch.from_numpy(_per_image(array.detach().cpu().numpy())).to(array.device)
+    a = np.asarray(array, dtype=np.float32)
+    flat = a.reshape(-1, a.shape[-2] * a.shape[-1]) if a.ndim >= 2 else a.reshape(1, -1)
+    out = np.zeros_like(flat)
+    for i, row in enumerate(flat):
+        ok = np.isfinite(row)
+        if not ok.any():
+            continue
+        med = float(np.median(row[ok]))
+        spread = 1.4826 * float(np.median(np.abs(row[ok] - med)))
+        if spread < _MIN_SPREAD:
+            spread = float(np.std(row[ok]))
+        scale = 1.0 / spread if spread >= _MIN_SPREAD else 0.0
+        out[i] = np.where(ok, np.clip((row - med) * scale, -_CLIP, _CLIP), 0.0)
+    return out.reshape(a.shape)

@@ -73,7 +73,8 @@ class OrthoWindows:
         for reader in self._readers:
             grey = to_grey(reader.read_on_grid(grid, "bilinear"))
             valid = np.isfinite(grey)
-            norm = np.asarray(self.normalize(np.where(valid, grey, 0.0).astype(np.float32)), dtype=np.float32)
+            # NaN marks no-data, so a per-image normalisation computes its statistics on real pixels.
+            norm = np.asarray(self.normalize(np.where(valid, grey, np.nan).astype(np.float32)), dtype=np.float32)
             out.append(np.where(valid, norm, 0.0).astype(np.float32))
         return np.stack(out) if out else np.zeros((0, self.image_size, self.image_size), np.float32)
 

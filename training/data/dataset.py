@@ -25,9 +25,15 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from implicity.core.errors import InputError
+from implicity.core.model.normalization import normalize_image
 
+from .degrade import DegradationFamily, degrade_surface
 from .labels import QuerySamplingConfig, loss_weights, occupancy_labels, sample_queries
+from .photometric import PhotometricAugmentation, augment_images
 from .store import load_patch, read_manifest
+
+#: Fewer degraded points than this and the sample falls back to the stored (prepared) cloud.
+MIN_DEGRADED_POINTS = 64
 
 
 def augment_xy(xy: np.ndarray, flip: bool, k: int) -> np.ndarray:
@@ -51,7 +57,10 @@ class PatchDataset(Dataset):
 
     def __init__(self, root_or_manifest: "str | os.PathLike[str]", split: str = "train", n_query: int = 16384,
                  augment: bool = False, seed: int = 0, max_points: int | None = None,
-                 query_config: QuerySamplingConfig | None = None) -> None:
+                 query_config: QuerySamplingConfig | None = None,
+                 degradation: DegradationFamily | None = None,
+                 photometric: PhotometricAugmentation | None = None,
+                 image_normalization: str = "dataset") -> None:
         self.root, self.manifest = read_manifest(root_or_manifest)
         self.split = split
         self.entries = [e for e in self.manifest["patches"] if e["split"] == split]
@@ -71,6 +80,9 @@ class PatchDataset(Dataset):
         self.query_config = query_config or QuerySamplingConfig(**self.manifest.get("queries", {}))
         norm = self.manifest.get("image_normalization", {"mean": 0.0, "std": 1.0})
         self.image_mean, self.image_std = float(norm["mean"]), float(norm["std"]) or 1.0
+        self.image_normalization = image_normalization
+        self.degradation = degradation
+        self.photometric = photometric
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose queries and augmentations :meth:`__getitem__` draws."""
@@ -90,14 +102,24 @@ class PatchDataset(Dataset):
         weight = loss_weights(query, res, patch.dsm, patch.valid, patch.building, patch.forest, patch.water,
                               self.query_config)
 
+        z_shift = float(patch.z_shift)
         points = patch.points.astype(np.float64)
+        if self.degradation is not None:  # a fresh photogrammetric-like cloud of the reference surface
+            degraded = degrade_surface(rng, patch.dsm, patch.valid, res, self.degradation).xyz
+            if len(degraded) >= MIN_DEGRADED_POINTS:
+                z_shift = float(np.median(degraded[:, 2]))  # as inference does: median of the input
+                points = np.column_stack([degraded[:, :2], degraded[:, 2] - z_shift])
+            else:
+                points = points.copy()
         if self.max_points is not None and len(points) > self.max_points:
             points = points[np.sort(rng.choice(len(points), self.max_points, replace=False))]
         pts = np.column_stack([points[:, 0] / size, points[:, 1] / size, points[:, 2] / self.z_std])
-        q = np.column_stack([query[:, 0] / size, query[:, 1] / size, (query[:, 2] - patch.z_shift) / self.z_std])
-        dsm = np.where(patch.valid > 0, (patch.dsm - patch.z_shift) / self.z_std, np.nan)
+        q = np.column_stack([query[:, 0] / size, query[:, 1] / size, (query[:, 2] - z_shift) / self.z_std])
+        dsm = np.where(patch.valid > 0, (patch.dsm - z_shift) / self.z_std, np.nan)
         images = patch.images.astype(np.float32)
-        images = np.where(np.isfinite(images), (images - self.image_mean) / self.image_std, 0.0)
+        if self.photometric is not None and len(images):
+            images = augment_images(rng, images, self.photometric)
+        images = np.asarray(normalize_image(images, self), dtype=np.float32)
 
         if self.augment:
             flip, k = bool(rng.integers(2)), int(rng.integers(4))
@@ -112,6 +134,6 @@ class PatchDataset(Dataset):
             "occupancy": occupancy,
             "weight": weight,
             "dsm": dsm.astype(np.float32),
-            "normalizer": {"x0": float(patch.x0), "y0": float(patch.y0), "z_shift": float(patch.z_shift),
+            "normalizer": {"x0": float(patch.x0), "y0": float(patch.y0), "z_shift": z_shift,
                            "z_std": self.z_std, "patch_size": float(size)},
         }

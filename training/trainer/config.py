@@ -29,6 +29,10 @@ class DataConfig:
     augment: bool = True           # random flips / rot90 in the training split
     num_workers: int = 0           # DataLoader worker processes
     max_val_patches: int | None = None
+    # A mapping of training.data.degrade.DegradationFamily: every sample's input cloud is degraded
+    # afresh from the patch's reference surface (train and val alike). None: the prepared clouds.
+    degradation: dict[str, Any] | None = None
+    photometric: bool = False      # photometric/geometric ortho augmentation (training split only)
 
 
 @dataclass
@@ -84,6 +88,7 @@ class TrainConfig:
 
     name: str = "implicity"
     model: Any = None              # path to a model YAML (relative to this file) or an inline mapping
+    init_from: str | None = None   # a checkpoint whose matching weights start the run (fine-tuning)
     out_dir: str = "runs/implicity"
     seed: int = 0
     device: str = "auto"           # "auto", "cpu", "cuda", "cuda:N"
@@ -103,7 +108,7 @@ class TrainConfig:
 
 _SECTIONS = {"data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
              "schedule": ScheduleConfig, "validation": ValidationConfig}
-_PATH_KEYS = (("data", "root"), ("out_dir",), ("model",))
+_PATH_KEYS = (("data", "root"), ("out_dir",), ("model",), ("init_from",))
 
 
 def _absolutise_paths(raw: dict[str, Any], folder: Path) -> None:

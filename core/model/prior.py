@@ -1,0 +1,99 @@
+"""A robust surface prior computed from the input points inside the network.
+
+Why: a network that predicts occupancy from the absolute height of a query must learn, from a few
+hundred CPU training steps, what classical gridding gets for free — where the surface roughly is.
+With ``height_reference: prior`` the decoder instead sees the query's height *relative to* a robust
+gridded surface of the same points (per-cell lower median, far outliers removed, holes filled,
+median-filtered): the classical median-filtered baseline. What the network learns is the correction
+to that baseline (edges that stereo matching smeared, noise, holes), and a network that has learnt
+nothing yet already sits on the baseline's surface instead of digging pits.
+
+Everything here is torch (CPU or GPU), runs under ``no_grad`` (the prior has no parameters) and is
+computed in the network's normalised patch frame, so training and inference cannot drift apart:
+both go through :meth:`ImpliCityNet.encode`.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def _nan_filter(grid: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
+    """NaN-ignoring median or mean over a ``size`` × ``size`` window of (B, 1, R, R); NaN where empty."""
+    pad = size // 2
+    padded = F.pad(grid, (pad, pad, pad, pad), mode="constant", value=float("nan"))
+    patches = F.unfold(padded, size)  # (B, size², R·R)
+    out = torch.nanmedian(patches, dim=1).values if reduce == "median" else torch.nanmean(patches, dim=1)
+    return out.reshape(grid.shape)
+
+
+def cell_lower_median(points: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Lower median height of the points of each cell of an R × R plane (B, 1, R, R), NaN = empty.
+
+    Rows grow with y (south → north), like the point encoder's plane. The lower median is what
+    ``torch.median`` returns; one sort per batch element keeps it exact and GPU-friendly.
+    """
+    from .point_encoder import plane_index
+
+    b = points.shape[0]
+    cells = resolution * resolution
+    out = torch.full((b, cells), float("nan"), dtype=points.dtype, device=points.device)
+    index = plane_index(points[..., :2], resolution)
+    for i in range(b):
+        z, cell = points[i, :, 2], index[i]
+        by_z = torch.argsort(z)
+        order = by_z[torch.argsort(cell[by_z], stable=True)]
+        counts = torch.bincount(cell, minlength=cells)
+        starts = torch.cumsum(counts, 0) - counts
+        filled = counts > 0
+        pick = starts[filled] + (counts[filled] - 1) // 2
+        out[i, filled] = z[order][pick]
+    return out.reshape(b, 1, resolution, resolution)
+
+
+def fill_from_neighbours(grid: torch.Tensor, max_iterations: int) -> torch.Tensor:
+    """Fill NaN cells by repeatedly averaging their filled 3 × 3 neighbours (a nearest-like fill).
+
+    After ``max_iterations`` rounds any cell still empty takes the median of the filled cells, and a
+    grid with no filled cell at all becomes 0 (the window's own height reference).
+    """
+    out = grid.clone()
+    for _ in range(max_iterations):
+        empty = torch.isnan(out)
+        if not bool(empty.any()):
+            return out
+        around = _nan_filter(out, 3, "mean")
+        out = torch.where(empty, around, out)
+    flat = out.flatten(1)
+    fallback = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)
+    return torch.where(torch.isnan(out), fallback.view(-1, 1, 1, 1), out)
+
+
+@torch.no_grad()
+def surface_prior(points: torch.Tensor, resolution: int, outlier_threshold: float,
+                  smoothing: int = 3) -> torch.Tensor:
+    """The robust gridded surface (B, 1, R, R) of normalised points (B, N, 3), in normalised z.
+
+    ``outlier_threshold`` (normalised z units) drops cells whose median is that far from the
+    5 × 5 median of their neighbourhood (blunders, far outliers); ``smoothing`` is the side of the
+    final median filter (1 = none).
+    """
+    medians = cell_lower_median(points.float(), resolution)
+    local = _nan_filter(medians, 5, "median")
+    medians = torch.where((medians - local).abs() > outlier_threshold, torch.full_like(medians, float("nan")),
+                          medians)
+    filled = fill_from_neighbours(medians, max_iterations=resolution)
+    if smoothing > 1:
+        filled = _nan_filter(filled, int(smoothing), "median")
+    return filled.to(points.dtype)
+
+
+def clamp_to_prior(points: torch.Tensor, prior_at_points: torch.Tensor, limit: float) -> torch.Tensor:
+    """Points (B, N, 3) whose height is clamped to prior ± ``limit`` (normalised units).
+
+    Clamping rather than dropping keeps the batch rectangular and the point count unchanged; a far
+    blunder becomes an ordinary point near the surface instead of a feature from another world.
+    """
+    z = points[..., 2]
+    clamped = torch.minimum(torch.maximum(z, prior_at_points - limit), prior_at_points + limit)
+    return torch.cat([points[..., :2], clamped.unsqueeze(-1)], dim=-1)

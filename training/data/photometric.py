@@ -1,0 +1,68 @@
+"""Photometric and geometric augmentation of grey ortho patches (training only).
+
+Why: real orthos differ from any one rendering in exposure, contrast curve, sharpness, compression,
+bit depth and registration. Each training sample draws its own gain, gamma, offset, blur, sensor
+noise, JPEG compression, 0–2 px misregistration and bit depth, so a mono/stereo model has to use
+what is stable across images (edges, shadows, texture), not one rendering style. The model's
+per-image normalisation (``image_normalization: per_image``) then removes the remaining scale.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class PhotometricAugmentation:
+    """Ranges drawn per image and sample."""
+
+    gain: tuple[float, float] = (0.5, 2.0)
+    gamma: tuple[float, float] = (0.6, 1.6)
+    offset: tuple[float, float] = (-0.1, 0.1)        # fraction of the image's range
+    blur_px: tuple[float, float] = (0.0, 1.5)
+    noise: tuple[float, float] = (0.0, 0.03)          # fraction of the image's range
+    jpeg_probability: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+    shift_px: float = 2.0                             # misregistration, any direction
+    bit_depths: tuple[int, ...] = (8, 16)
+
+
+def _jpeg(image01: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(image01 * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf), dtype=np.float32) / 255.0
+
+
+def augment_images(rng: np.random.Generator, images: np.ndarray, aug: PhotometricAugmentation) -> np.ndarray:
+    """(n, S, S) grey images (NaN = no data) → augmented images in the drawn bit depth's range."""
+    out = np.empty_like(images, dtype=np.float32)
+    for i, img in enumerate(images):
+        valid = np.isfinite(img)
+        if not valid.any():
+            out[i] = img
+            continue
+        lo, hi = np.percentile(img[valid], [0.5, 99.5])
+        x = np.clip((np.where(valid, img, lo) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+        x = np.clip(x * rng.uniform(*aug.gain) + rng.uniform(*aug.offset), 0.0, 1.0) ** rng.uniform(*aug.gamma)
+        sigma = rng.uniform(*aug.blur_px)
+        if sigma > 0.05:
+            x = ndimage.gaussian_filter(x, sigma)
+        x = np.clip(x + rng.normal(0.0, rng.uniform(*aug.noise), x.shape), 0.0, 1.0)
+        if rng.random() < aug.jpeg_probability:
+            x = _jpeg(x, int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
+        if aug.shift_px > 0:
+            angle = rng.uniform(0, 2 * np.pi)
+            dist = rng.uniform(0, aug.shift_px)
+            x = ndimage.shift(x, (dist * np.sin(angle), dist * np.cos(angle)), order=1, mode="nearest")
+            valid = ndimage.shift(valid.astype(np.float32), (dist * np.sin(angle), dist * np.cos(angle)),
+                                  order=0, mode="constant", cval=0.0) > 0.5
+        depth = int(rng.choice(aug.bit_depths))
+        x = np.round(x * (2 ** depth - 1))
+        out[i] = np.where(valid, x, np.nan)
+    return out
