@@ -226,7 +226,7 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     index = PointIndex(cloud.xyz, (xmin - window_size, ymin - window_size, xmax + window_size, ymax + window_size),
                        bin_size=window_size / 4)
     del cloud  # the index holds what is needed; a cloud read from a file can be freed now
-    runner = BatchRunner(device, auto_batch_size(device, options.batch_size))
+    runner = BatchRunner(device, auto_batch_size(device, options.batch_size), is_cancelled)
     stats = _Stats()
     total = sum(len(r) for r in rows)
     done = tiles = skipped = 0
