@@ -64,10 +64,14 @@ class PointCloud:
 
 
 def read_point_cloud(path: "str | os.PathLike[str]", crs: "str | CRS | None" = None) -> PointCloud:
-    """Read LAS/LAZ/PLY/NPZ; ``crs`` supplies (or overrides) the CRS of the file."""
+    """Read LAS/LAZ/PLY/NPZ (and EPT, see :mod:`.pointsources`); ``crs`` supplies (or overrides) the CRS."""
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"Point cloud file not found: {p}. Check the path.")
+    if p.is_dir() or p.suffix.lower() == ".json":  # an EPT dataset (ept.json or its folder)
+        from .pointsources import read_points
+
+        return read_points(p, crs=crs)
     if not p.is_file():
         raise InputError(f"Point cloud path is not a file: {p}.")
     suffix = p.suffix.lower()
