@@ -1,96 +1,56 @@
-"""Model-card numbers: the shipped models against the classical baseline on held-out areas.
+"""``make model-card``: the shipped models against the classical baselines on held-out data.
 
-Held out = never used for training or model selection:
-* synthetic cities with the test seeds of the prepare configs (200, 201; training used 0-5,
-  validation 100), written with ``implicity synth-city``'s generator: exact reference DSM and
-  building mask, rendered ortho, simulated satellite-stereo cloud;
-* the eastern quarter of the Nimes LiDAR HD scene (the prepare configs' test strip), via ``make
-  demo``'s pipeline (reference from the LiDAR, simulated input, ortho from the point colours).
+The protocol (what is held out, which degradations, which metrics and targets) is
+:mod:`implicity.training.protocol`. This tool runs it on the shipped models (or the checkpoints
+given), prints the Markdown tables, and writes them with the raw numbers:
 
-Every number comes from :func:`implicity.core.evaluation.evaluate_dsm`, what ``implicity
-evaluate`` runs. Prints a Markdown table and writes the numbers as JSON.
-
-    .venv/bin/python tools/model_card.py --out runs/model_card
+    .venv/bin/python tools/model_card.py [--zero M.pt] [--mono M.pt] [--stereo M.pt] [--out runs/model_card]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # demo.py lives at the repository root
-
-TEST_SEEDS = (200, 201)
-METHODS = ("baseline", "ImpliCity-0", "ImpliCity-mono")
-
-
-def synthetic_rows(out: Path, device: str) -> dict[str, dict[str, dict]]:
-    """{seed: {method: evaluation dict}} for the held-out synthetic cities."""
-    from demo import BASELINE
-    from implicity.core.baseline import make_baseline_dsm
-    from implicity.core.evaluation import evaluate_dsm
-    from implicity.core.shipped_models import default_model
-    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
-    from implicity.training.data.export import write_synthetic_city
-
-    rows: dict[str, dict[str, dict]] = {}
-    for seed in TEST_SEEDS:
-        city = write_synthetic_city(out / f"city{seed}", seed, n_images=1)
-        dsms = {m: out / f"city{seed}" / f"{m}.tif" for m in METHODS}
-        make_baseline_dsm(city["cloud"], dsms["baseline"], 0.5, **BASELINE)
-        for method, orthos in (("ImpliCity-0", ()), ("ImpliCity-mono", (city["ortho1"],))):
-            t0 = time.perf_counter()
-            reconstruct_dsm(ReconstructionInputs(points=city["cloud"], model=default_model(len(orthos)),
-                                                 out_path=dsms[method], resolution=0.5, orthos=orthos),
-                            ReconstructionOptions(device=device))
-            print(f"city {seed}: {method} in {time.perf_counter() - t0:.1f} s")
-        rows[f"synthetic city {seed}"] = {
-            m: evaluate_dsm(p, city["dsm"], building_mask=city["buildings"]).to_dict() for m, p in dsms.items()}
-    return rows
-
-
-def nimes_rows(out: Path, device: str) -> dict[str, dict]:
-    """{method: evaluation dict} of the demo's Nimes run (with its held-out row)."""
-    import demo
-
-    outputs = demo.run(out / "nimes", device=device)
-    return json.loads(outputs["evaluation.json"].read_text())
-
-
-def markdown(synthetic: dict, nimes: dict) -> str:
-    """One row per area and region: MedAE (MAE) of each method, and the best ImpliCity/baseline ratio."""
-    lines = ["| held-out area | region | " + " | ".join(f"{m} MedAE (MAE), m" for m in METHODS)
-             + " | best ImpliCity / baseline, MedAE (MAE) |", "|---|---|" + "---|" * (len(METHODS) + 1)]
-
-    def row(area: str, region: str, reports: dict) -> None:
-        med = [float(reports[m]["regions"][region]["medae"]) for m in METHODS]
-        mae = [float(reports[m]["regions"][region]["mae"]) for m in METHODS]
-        best = min((1, 2), key=lambda i: med[i])
-        lines.append(f"| {area} | {region} | " + " | ".join(f"{a:.2f} ({b:.2f})" for a, b in zip(med, mae))
-                     + f" | {med[best] / med[0]:.2f} ({mae[best] / mae[0]:.2f}) |")
-
-    for area, reports in synthetic.items():
-        for region in ("overall", "building", "terrain"):
-            row(area, region, reports)
-    row("Nîmes, eastern quarter", "held-out", nimes)
-    return "\n".join(lines)
+DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 
 def main(argv: "list[str] | None" = None) -> int:
+    from implicity.core.errors import ImplicityError
+    from implicity.core.outputs import write_text_atomic
+    from implicity.core.shipped_models import default_model
+    from implicity.training.protocol import markdown, run_protocol, write_results
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "runs" / "model_card"), help="work and output folder")
+    for flag, n in (("--zero", 0), ("--mono", 1), ("--stereo", 2)):
+        parser.add_argument(flag, default=default_model(n), type=Path, metavar="MODEL.pt",
+                            help=f"checkpoint to evaluate (default: the shipped model for {n} ortho-images)")
+    parser.add_argument("--data", default=DEFAULT_DATA, type=Path, help="the shared real-data folder")
+    parser.add_argument("--out", default=REPO / "runs" / "model_card", type=Path, help="work and output folder")
+    parser.add_argument("--markdown", default=REPO / "docs" / "model_card.md", type=Path,
+                        help="where the tables are written")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    synthetic = synthetic_rows(out, args.device)
-    nimes = nimes_rows(out, args.device)
-    (out / "model_card.json").write_text(json.dumps({"synthetic": synthetic, "nimes": nimes}, indent=1))
-    print("\n" + markdown(synthetic, nimes))
-    print(f"\nNumbers: {out / 'model_card.json'}")
+    if not args.data.is_dir():
+        print(f"model-card: the shared data folder {args.data} is missing; give --data.", file=sys.stderr)
+        return 2
+    models = {label: path for label, path in (("ImpliCity-0", args.zero), ("ImpliCity-mono", args.mono),
+                                               ("ImpliCity-stereo", args.stereo)) if path is not None}
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_protocol(models, args.data, args.out, args.device)
+    except ImplicityError as exc:
+        print(f"model-card: error: {exc}", file=sys.stderr)
+        return 2
+    results["models"] = {label: str(path) for label, path in models.items()}
+    write_results(results, args.out / "model_card.json")
+    table = markdown(results)
+    write_text_atomic(args.markdown, "# Model card: held-out evaluation\n\nMade by `make model-card` "
+                      "(tools/model_card.py, protocol in training/protocol.py). Models: "
+                      + ", ".join(f"{k} = `{Path(v).name}`" for k, v in models.items()) + ".\n\n" + table + "\n")
+    print(table)
+    print(f"\nNumbers: {args.out / 'model_card.json'}; tables: {args.markdown}")
     return 0
 
 

@@ -34,6 +34,7 @@ from implicity.core.raster import GridSpec, read_band, read_raster_on_grid
 from implicity.core.reconstruct.imagery import to_grey  # the engine's rule: train and infer alike
 
 from .render import default_suns, render_ortho
+from .stereo_view import parallax_view
 from .simulate import StereoSimulationConfig, simulate_stereo_cloud, smooth_field
 from .synthetic_city import CityConfig, generate_city, sample_surface_points
 
@@ -129,7 +130,11 @@ def _images_for(specs: Sequence[Any], n_images: int, cloud: PointCloud, grid: Gr
         raise InputError(f"{where}: 'images' lists {len(specs)} image(s) but n_images is {n_images}.")
     out = []
     for i, spec in enumerate(specs):
-        if spec == "points":
+        if spec == "parallax":  # a second view: image 1 leaning by the reference heights
+            if not out:
+                raise InputError(f"{where}: 'parallax' warps the first image, so it cannot be image 1.")
+            out.append(parallax_view(out[0], dsm, grid.resolution))
+        elif spec == "points":
             if cloud.rgb is None:
                 raise InputError(f"{where}: image {i + 1} is 'points' but {cloud.source} has no RGB colours. "
                                  "Use 'render' or an ortho file instead.")
@@ -224,7 +229,7 @@ def scenes_from_source(source: Mapping[str, Any], n_images: int, resolution: flo
             raise InputError(f"{where}: a lidar source needs 'points: FILE.laz'.")
         images = source.get("images")
         if images is not None:
-            images = [s if s in ("points", "render") else resolve_path(s, base) for s in images]
+            images = [s if s in ("points", "render", "parallax") else resolve_path(s, base) for s in images]
         return [lidar_scene(name, resolve_path(source["points"], base), n_images, crs=source.get("crs"),
                             images=images, simulation=sim_cfg, resolution=resolution,
                             extent=source.get("extent"), seed=int(source.get("seed", 0)),

@@ -88,7 +88,8 @@ class TrainConfig:
 
     name: str = "implicity"
     model: Any = None              # path to a model YAML (relative to this file) or an inline mapping
-    init_from: str | None = None   # a checkpoint whose matching weights start the run (fine-tuning)
+    init_from: Any = None          # checkpoint(s) whose matching weights start the run (a path or a list;
+                                   # later files override earlier ones)
     out_dir: str = "runs/implicity"
     seed: int = 0
     device: str = "auto"           # "auto", "cpu", "cuda", "cuda:N"
@@ -121,6 +122,9 @@ def _absolutise_paths(raw: dict[str, Any], folder: Path) -> None:
             value = holder.get(keys[-1])
             if isinstance(value, str) and value and not os.path.isabs(value):
                 holder[keys[-1]] = str((folder / value).resolve())
+            elif isinstance(value, list):  # a list of paths (init_from)
+                holder[keys[-1]] = [str((folder / v).resolve()) if isinstance(v, str) and not os.path.isabs(v)
+                                    else v for v in value]
 
 
 def read_yaml_with_inheritance(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -128,7 +128,9 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
         model_config = align_model_config(model_config, train, config.source)
         model.config = model_config
         if config.init_from and not resume:
-            initialise_from(model, config.init_from)
+            sources = config.init_from if isinstance(config.init_from, list) else [config.init_from]
+            for path in sources:
+                initialise_from(model, str(path))
         trainer = Trainer(config, model, model_config, train, val, ctx=ctx,
                           progress_bar=progress_bar and ctx.is_main)
         return trainer.fit(resume=resume)

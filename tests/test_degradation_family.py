@@ -1,0 +1,108 @@
+"""The degradation family, photometric augmentation and parallax views (training/data/)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implicity.core.errors import InputError
+from implicity.training.data.degrade import (VARIANTS, DegradationFamily, degrade_surface, family_from_mapping,
+                                             held_out_family)
+from implicity.training.data.photometric import PhotometricAugmentation, augment_images
+from implicity.training.data.stereo_view import parallax_view
+
+RES = 0.5
+
+
+def _block_city(n: int = 96) -> np.ndarray:
+    """A flat 10 m plane with a 12 m-high 10 × 10 m building in the middle."""
+    dsm = np.full((n, n), 10.0)
+    dsm[38:58, 38:58] = 22.0
+    return dsm
+
+
+def test_every_variant_is_drawn_and_the_cloud_is_plausible():
+    dsm = _block_city()
+    seen = {effect: set() for effect in VARIANTS}
+    for seed in range(40):
+        d = degrade_surface(np.random.default_rng(seed), dsm, None, RES, DegradationFamily())
+        for effect in ("fattening", "sampling", "noise"):
+            seen[effect].add(d.drawn[effect])
+        seen["holes"].update(d.drawn["holes"])
+        xyz = d.xyz
+        assert xyz.shape[1] == 3 and len(xyz) > 100
+        inside = (xyz[:, 0] > -3) & (xyz[:, 0] < 51) & (xyz[:, 1] > -3) & (xyz[:, 1] < 51)
+        assert inside.mean() > 0.99
+        # most points lie near the true surface (blunders ≤ 3 %, noise ≤ 1 m, fattening at edges)
+        assert np.median(np.abs(xyz[:, 2] - 10.0)) < 2.0
+    assert seen == {effect: set(v) for effect, v in VARIANTS.items()}
+
+
+def test_excluded_variant_is_never_drawn_and_held_out_family_draws_only_it():
+    fam = DegradationFamily(exclude=("fattening:max_mean",))
+    drawn = {degrade_surface(np.random.default_rng(s), _block_city(48), None, RES, fam).drawn["fattening"]
+             for s in range(30)}
+    assert "max_mean" not in drawn and drawn == {"none", "dilation"}
+    held = held_out_family(fam)
+    assert {degrade_surface(np.random.default_rng(s), _block_city(48), None, RES, held).drawn["fattening"]
+            for s in range(10)} == {"max_mean"}
+
+
+def test_density_and_pixel_grid_sampling():
+    dsm = np.full((80, 80), 5.0)  # 40 × 40 m
+    dense = DegradationFamily(density=(20.0, 20.0), density_variation=(0, 0), hole_fraction=(0, 0),
+                              only=("sampling:random",))
+    n = len(degrade_surface(np.random.default_rng(0), dsm, None, RES, dense).xyz)
+    assert 0.9 * 20 * 1600 < n < 1.1 * 20 * 1600
+    grid = DegradationFamily(pixel_grid_gsd=(1.0,), hole_fraction=(0, 0), only=("sampling:pixel_grid",))
+    assert len(degrade_surface(np.random.default_rng(0), dsm, None, RES, grid).xyz) == 1600
+
+
+def test_holes_stay_within_the_cap_and_invalid_cells_get_no_points():
+    dsm = _block_city()
+    valid = np.ones(dsm.shape, np.uint8)
+    valid[:, :48] = 0
+    fam = DegradationFamily(hole_fraction=(0.0, 0.1), density=(10, 10), density_variation=(0, 0),
+                            only=("sampling:random", "holes:blobs"), planimetric_shift_std_m=0, xy_noise_std_m=(0, 0))
+    xyz = degrade_surface(np.random.default_rng(1), dsm, valid, RES, fam).xyz
+    assert (xyz[:, 0] < 24 - 0.01).sum() == 0
+    assert len(xyz) > 0.85 * 10 * 24 * 48
+
+
+def test_blunders_include_far_outliers():
+    fam = DegradationFamily(blunder_fraction=(0.03, 0.03), far_outlier_share=1.0, noise_std=(0.05, 0.05),
+                            vertical_bias_std_m=0.0)
+    z = degrade_surface(np.random.default_rng(2), np.full((60, 60), 0.0), None, RES, fam).xyz[:, 2]
+    far = np.abs(z) > 40
+    assert 0.02 < far.mean() < 0.04
+
+
+def test_bad_family_options_are_refused():
+    with pytest.raises(InputError, match="unknown"):
+        family_from_mapping({"exclude": ["fattening:blur"]})
+    with pytest.raises(InputError, match="keep at least one"):
+        DegradationFamily(exclude=("noise:independent", "noise:correlated", "noise:mixed"))
+    with pytest.raises(InputError, match="unknown option"):
+        family_from_mapping({"noise": 1})
+    assert family_from_mapping({"noise_std": [0.1, 0.2]}).noise_std == (0.1, 0.2)
+
+
+def test_photometric_augmentation_keeps_nodata_and_bit_depth():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 255, (2, 64, 64)).astype(np.float32)
+    img[0, :10] = np.nan
+    out = augment_images(rng, img, PhotometricAugmentation(shift_px=0.0))
+    assert out.shape == img.shape
+    assert np.isnan(out[0, :10]).all() and np.isfinite(out[0, 10:]).all()
+    assert np.nanmax(out) <= 65535 and np.nanmin(out) >= 0
+    assert np.allclose(out[np.isfinite(out)], np.round(out[np.isfinite(out)]))
+
+
+def test_parallax_view_moves_only_what_stands_above_ground():
+    dsm = _block_city()
+    image = np.zeros(dsm.shape, np.float32)
+    image[40:56, 40:56] = 1.0                       # the roof is bright
+    view = parallax_view(image, dsm, RES, azimuth_deg=90.0, off_nadir_deg=20.0)
+    shift_px = 12.0 * np.tan(np.radians(20.0)) / RES  # ~8.7 px to the east
+    cols = np.flatnonzero(view[48] > 0.5)
+    assert cols.min() == pytest.approx(40 + shift_px, abs=1.5)
+    assert view[5, 5] == 0.0 and view[90, 90] == 0.0  # ground unchanged

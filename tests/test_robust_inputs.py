@@ -1,0 +1,113 @@
+"""Robust network inputs: the surface prior, prior-relative decoding, outlier clamping and the
+per-image ortho normalisation (core/model/prior.py, network.py, normalization.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from implicity.core.errors import InputError
+from implicity.core.model import build_model, load_model_config, normalize_image
+from implicity.core.model.prior import cell_lower_median, surface_prior
+
+Z_STD = 29.83779098
+
+
+def _plane_points(n: int = 4000, seed: int = 0, height: float = 0.2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.rand(1, n, 3, generator=g)
+    pts[..., 2] = height
+    return pts
+
+
+def test_cell_lower_median_matches_numpy():
+    g = torch.Generator().manual_seed(1)
+    pts = torch.rand(1, 3000, 3, generator=g)
+    grid = cell_lower_median(pts, 8)[0, 0].numpy()
+    cells = np.minimum((pts[0, :, :2].numpy() * 8).astype(int), 7)
+    for row in range(8):
+        for col in range(8):
+            z = pts[0, (cells[:, 0] == col) & (cells[:, 1] == row), 2].numpy()
+            expected = np.sort(z)[(len(z) - 1) // 2] if len(z) else np.nan
+            assert grid[row, col] == pytest.approx(expected, nan_ok=True)
+
+
+def test_prior_ignores_blunders_and_fills_holes():
+    pts = _plane_points()
+    pts[0, :40, 2] = 10.0                    # 300 m blunders
+    pts[0, :, 0] = pts[0, :, 0] * 0.5        # the eastern half of the patch is empty
+    prior = surface_prior(pts, 32, outlier_threshold=5.0 / Z_STD)
+    assert prior.shape == (1, 1, 32, 32)
+    assert torch.isfinite(prior).all()
+    assert torch.allclose(prior, torch.full_like(prior, 0.2), atol=1e-6)
+
+
+def test_reference_configs_are_unchanged_and_robust_configs_keep_the_weights():
+    ref = load_model_config("implicity_0_lite.yaml")
+    robust = load_model_config("implicity_0_robust_lite.yaml")
+    assert ref.height_reference == "window" and ref.image_normalization == "dataset"
+    assert robust.height_reference == "prior" and robust.image_normalization == "per_image"
+    a, b = build_model(ref).state_dict(), build_model(robust).state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+
+
+def test_decoder_sees_height_above_the_prior():
+    """The decoder's third input is (z − prior(x, y)) in units of prior_z_scale metres."""
+    cfg = load_model_config("implicity_0_robust_lite.yaml")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    seen = {}
+    net.decoder.register_forward_hook(lambda module, args, out: seen.setdefault("query", args[0].clone()))
+    pts = _plane_points(height=0.1)
+    query = torch.rand(1, 200, 3) * 0.2
+    with torch.no_grad():
+        net.decode(query, net.encode(pts))
+    expected = (query[..., 2] - 0.1) * cfg.z_std / cfg.prior_z_scale
+    torch.testing.assert_close(seen["query"][..., 2], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(seen["query"][..., :2], query[..., :2])
+
+
+def test_far_outliers_are_clamped_before_encoding():
+    cfg = load_model_config("implicity_0_robust_lite.yaml")
+    torch.manual_seed(0)
+    net = build_model(cfg).eval()
+    clean = _plane_points(seed=3)
+    dirty = clean.clone()
+    dirty[0, :5, 2] = 30.0                   # 900 m above the surface
+    near = clean.clone()
+    near[0, :5, 2] = clean[0, :5, 2] + cfg.point_clip_m / cfg.z_std
+    query = torch.rand(1, 300, 3) * torch.tensor([1.0, 1.0, 0.02])
+    with torch.no_grad():
+        a = net.decode(query, net.encode(dirty))
+        b = net.decode(query, net.encode(near))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bad_robust_settings_are_refused():
+    with pytest.raises(InputError, match="height_reference"):
+        load_model_config({"inherit_from": "implicity_0_lite.yaml", "height_reference": "median"})
+    with pytest.raises(InputError, match="image_normalization"):
+        load_model_config({"inherit_from": "implicity_0_lite.yaml", "image_normalization": "global"})
+
+
+def test_per_image_normalisation_is_bit_depth_invariant():
+    cfg = load_model_config("implicity_mono_robust_lite.yaml")
+    rng = np.random.default_rng(0)
+    img8 = rng.integers(0, 256, (1, 32, 32)).astype(np.float32)
+    img8[0, :4, :4] = np.nan                  # no data
+    img16 = img8 * 257.0
+    a, b = normalize_image(img8, cfg), normalize_image(img16, cfg)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.all(a[0, :4, :4] == 0) and abs(float(np.median(a[0, 4:, 4:]))) < 0.1
+    t = normalize_image(torch.from_numpy(img16), cfg)
+    np.testing.assert_allclose(t.numpy(), a, atol=1e-5)
+    flat = normalize_image(np.full((1, 8, 8), 7.0, np.float32), cfg)
+    assert np.all(flat == 0)
+
+
+def test_dataset_statistics_mode_is_unchanged():
+    cfg = load_model_config("implicity_mono_lite.yaml")
+    img = np.array([[[cfg.image_mean, cfg.image_mean + cfg.image_std, np.nan]]], np.float32)
+    np.testing.assert_allclose(normalize_image(img, cfg), [[[0.0, 1.0, 0.0]]], atol=1e-6)

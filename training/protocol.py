@@ -1,0 +1,242 @@
+"""The held-out evaluation protocol behind the model card (``make model-card``).
+
+What is held out, from training *and* from checkpoint selection:
+
+* **scenes** — Louhans (IGN LiDAR HD, France) and Autzen (PDAL's test LiDAR with a real 1 ft
+  ortho, Oregon, USA: the only country that no training scene comes from), plus the synthetic
+  test cities 200 and 201 (training used seeds 0–3, validation 100);
+* **degradations** — every scene is evaluated under three input clouds:
+  ``family`` (the training family, fixed seed: an unseen scene under seen kinds of error),
+  ``held-out variant`` (only the variant the training configs exclude, max-then-mean edge
+  fattening) and ``legacy simulator`` (``simulate.py``, a separate simulator that no shipped
+  model was trained on).
+
+Per set (scene × degradation) and region (overall / building / terrain) it reports MedAE, MAE,
+RMSE and NMAD of the default baseline (median gridding, 3 m outlier filter, IDW fill), the same
+baseline median-filtered over 3 × 3 pixels, and each model; then checks the targets: ImpliCity-0
+MedAE ≤ 0.8 × and MAE ≤ 0.7 × the better baseline's, mono ≤ ImpliCity-0 on real-ortho scenes.
+Every number comes from :func:`implicity.core.evaluation.evaluate_dsm` (``implicity evaluate``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from implicity.core.errors import InputError
+
+#: The training configs' held-out degradation variant (see training/configs/*_robust_lite.yaml).
+HELD_OUT_VARIANTS = ("fattening:max_mean",)
+DEGRADATIONS = ("family", "held-out variant", "legacy simulator")
+BASELINE = {"statistic": "median", "outlier_threshold": 3.0, "fill": "idw"}
+RESOLUTION = 0.5
+TARGET_MEDAE, TARGET_MAE = 0.8, 0.7
+REGIONS = ("overall", "building", "terrain")
+METRICS = ("medae", "mae", "rmse", "nmad")
+
+
+@dataclass(frozen=True)
+class HeldOutScene:
+    """A held-out scene: LiDAR (reference + dense cloud) or a synthetic city, and its ortho."""
+
+    name: str
+    country: str
+    points: str | None = None          # LiDAR file, relative to the shared data folder
+    crs: str | None = None             # when the header has none
+    ortho: str | None = None           # "points" (point colours), a raster relative to the data folder
+    metric_crs: str | None = None      # reproject x, y to this CRS (clouds in feet)
+    vertical_factor: float = 1.0       # z × this (feet → metres)
+    seed: int = 0                      # synthetic city seed (points is None) and degradation seed
+
+    @property
+    def real_ortho(self) -> bool:
+        return self.points is not None and self.ortho is not None
+
+
+SCENES = (
+    HeldOutScene("Louhans", "France", "louhans_lidarhd/870000_6618000.subset.50mx100m.las", "EPSG:2154",
+                 ortho="points", seed=11),
+    HeldOutScene("Autzen", "USA", "autzen/autzen_trim.laz", ortho="autzen/autzen.jpg", metric_crs="EPSG:32610",
+                 vertical_factor=0.3048, seed=12),
+    HeldOutScene("synthetic city 200", "synthetic", seed=200),
+    HeldOutScene("synthetic city 201", "synthetic", seed=201),
+)
+
+
+@dataclass
+class PreparedScene:
+    """Rasters and clouds of one scene on disk (the inputs every method reads)."""
+
+    reference: Path
+    building: Path | None
+    orthos: list[Path]              # 2 views (the second parallax-warped); mono uses the first
+    dense: Any                      # PointCloud the legacy simulator degrades
+    dsm: np.ndarray
+    valid: np.ndarray
+    grid: Any
+
+
+def _lidar_scene(scene: HeldOutScene, data: Path, folder: Path) -> PreparedScene:
+    from implicity.core.ortho import rasterize_colors
+    from implicity.core.pointcloud import read_point_cloud, reproject_point_cloud
+    from implicity.core.raster import read_raster_on_grid, write_geotiff
+    from implicity.core.reconstruct.imagery import to_grey
+    from implicity.training.data.scenes import lidar_reference
+    from implicity.training.data.stereo_view import parallax_view
+
+    path = data / str(scene.points)
+    if not path.is_file():
+        raise InputError(f"held-out scene {scene.name}: {path} is missing (the shared data folder).")
+    cloud = read_point_cloud(path, crs=scene.crs)
+    if scene.metric_crs is not None:
+        from rasterio.crs import CRS
+
+        cloud = reproject_point_cloud(cloud, CRS.from_user_input(scene.metric_crs))
+    if scene.vertical_factor != 1.0:
+        cloud = dataclasses.replace(cloud, xyz=cloud.xyz * np.array([1.0, 1.0, scene.vertical_factor]))
+    grid, dsm, masks = lidar_reference(cloud, RESOLUTION)
+    reference = write_geotiff(folder / "reference.tif", dsm, grid)
+    building = None
+    if masks["building"].any():
+        building = write_geotiff(folder / "building.tif", masks["building"], grid, nodata=None, dtype="uint8")
+    if scene.ortho == "points":
+        grey = to_grey(rasterize_colors(cloud, grid))
+    else:
+        grey = to_grey(read_raster_on_grid(data / str(scene.ortho), grid, "bilinear", what=f"{scene.name} ortho"))
+    orthos = [write_geotiff(folder / "ortho1.tif", grey, grid),
+              write_geotiff(folder / "ortho2.tif", parallax_view(grey, dsm, RESOLUTION), grid)]
+    return PreparedScene(reference, building, orthos, cloud, dsm, masks["valid"], grid)
+
+
+def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
+    from implicity.core.raster import write_geotiff
+    from implicity.training.data.render import default_suns, render_ortho
+    from implicity.training.data.synthetic_city import generate_city, sample_surface_points
+
+    city = generate_city(scene.seed)
+    reference = write_geotiff(folder / "reference.tif", city.dsm, city.grid)
+    building = write_geotiff(folder / "building.tif", city.building_mask, city.grid, nodata=None, dtype="uint8")
+    images = [render_ortho(city.dsm, city.albedo, city.grid.resolution, sun, seed=scene.seed * 10 + i)
+              for i, sun in enumerate(default_suns(2))]
+    orthos = [write_geotiff(folder / f"ortho{i + 1}.tif", im, city.grid) for i, im in enumerate(images)]
+    dense = sample_surface_points(city, 10.0, seed=scene.seed)
+    return PreparedScene(reference, building, orthos, dense, city.dsm, np.ones(city.dsm.shape, np.uint8), city.grid)
+
+
+def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int, out: Path) -> Path:
+    """Write the input cloud of one set (NPZ with CRS) and return its path."""
+    from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
+    from implicity.training.data.degrade import DegradationFamily, degrade_surface, held_out_family
+    from implicity.training.data.simulate import simulate_stereo_cloud
+
+    rng = np.random.default_rng([seed, DEGRADATIONS.index(degradation)])
+    if degradation == "legacy simulator":
+        xyz = simulate_stereo_cloud(prepared.dense, seed=seed).cloud.xyz
+    else:
+        family = DegradationFamily(exclude=HELD_OUT_VARIANTS)
+        if degradation == "held-out variant":
+            family = held_out_family(family)
+        local = degrade_surface(rng, prepared.dsm, prepared.valid, RESOLUTION, family).xyz
+        xmin, ymin, _, _ = prepared.grid.bounds
+        xyz = local + np.array([xmin, ymin, 0.0])
+    write_point_cloud_npz(out, PointCloud(xyz=xyz, crs=prepared.grid.crs, source=str(out)))
+    return out
+
+
+def run_methods(cloud: Path, prepared: PreparedScene, models: dict[str, Path], folder: Path,
+                device: str, log: Callable[[str], None]) -> dict[str, dict]:
+    """{method: evaluation dict} for the baselines and every model on one set."""
+    from implicity.core.baseline import make_baseline_dsm
+    from implicity.core.evaluation import evaluate_dsm
+    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+
+    extent = prepared.grid.bounds
+    dsms = {"baseline": folder / "baseline.tif", "baseline 3×3 median": folder / "baseline_smooth3.tif"}
+    make_baseline_dsm(cloud, dsms["baseline"], RESOLUTION, extent=extent, **BASELINE)
+    make_baseline_dsm(cloud, dsms["baseline 3×3 median"], RESOLUTION, extent=extent, smooth=3, **BASELINE)
+    for method, model in models.items():
+        from implicity.core.model import load_model
+
+        n_images = int(load_model(model, device="cpu")[1].n_images)
+        dsms[method] = folder / f"{method}.tif"
+        t0 = time.perf_counter()
+        reconstruct_dsm(ReconstructionInputs(points=cloud, model=model, out_path=dsms[method], resolution=RESOLUTION,
+                                             orthos=tuple(prepared.orthos[:n_images]), extent=extent),
+                        ReconstructionOptions(device=device))
+        log(f"    {method}: {time.perf_counter() - t0:.1f} s")
+    return {m: evaluate_dsm(p, prepared.reference, building_mask=prepared.building).to_dict() for m, p in dsms.items()}
+
+
+def run_protocol(models: dict[str, Path], data: Path, out: Path, device: str = "auto",
+                 scenes: tuple[HeldOutScene, ...] = SCENES, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate ``models`` ({label: checkpoint}) on every held-out set; returns the JSON-able results."""
+    results: dict[str, Any] = {"sets": {}, "scenes": {}}
+    for scene in scenes:
+        folder = out / scene.name.replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        prepared = _synthetic_scene(scene, folder) if scene.points is None else _lidar_scene(scene, data, folder)
+        results["scenes"][scene.name] = {"country": scene.country, "real_ortho": scene.real_ortho,
+                                         "has_buildings": prepared.building is not None}
+        for degradation in DEGRADATIONS:
+            log(f"{scene.name} / {degradation}")
+            sub = folder / degradation.replace(" ", "_")
+            sub.mkdir(exist_ok=True)
+            cloud = degraded_cloud(prepared, degradation, scene.seed, sub / "input.npz")
+            results["sets"][f"{scene.name} / {degradation}"] = {
+                "scene": scene.name, "degradation": degradation,
+                "methods": run_methods(cloud, prepared, models, sub, device, log)}
+    results["targets"] = check_targets(results)
+    return results
+
+
+def _metric(report: dict, region: str, metric: str) -> float:
+    value = report["regions"].get(region, {}).get(metric)
+    return float("nan") if value is None else float(value)
+
+
+def check_targets(results: dict[str, Any], zero: str = "ImpliCity-0", mono: str = "ImpliCity-mono") -> list[dict]:
+    """One line per set and target: the ratio, and whether it is met."""
+    lines = []
+    for name, entry in results["sets"].items():
+        methods = entry["methods"]
+        if zero in methods:
+            for metric, target in (("medae", TARGET_MEDAE), ("mae", TARGET_MAE)):
+                best = min(_metric(methods[b], "overall", metric) for b in ("baseline", "baseline 3×3 median"))
+                ratio = _metric(methods[zero], "overall", metric) / best
+                lines.append({"set": name, "target": f"{zero} {metric} ≤ {target} × better baseline",
+                              "ratio": ratio, "met": bool(ratio <= target)})
+        if mono in methods and zero in methods and results["scenes"][entry["scene"]]["real_ortho"]:
+            a, b = _metric(methods[mono], "overall", "medae"), _metric(methods[zero], "overall", "medae")
+            lines.append({"set": name, "target": f"{mono} MedAE ≤ {zero} MedAE (real ortho)",
+                          "ratio": a / b, "met": bool(a <= b)})
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The model card's tables: MedAE / MAE / RMSE / NMAD per set, region and method; the targets."""
+    methods = list(next(iter(results["sets"].values()))["methods"])
+    head = "| held-out set | region | " + " | ".join(methods) + " |"
+    lines = ["Each cell: MedAE / MAE / RMSE / NMAD in metres (0.5 m pixels).", "", head,
+             "|---|---|" + "---|" * len(methods)]
+    for name, entry in results["sets"].items():
+        for region in REGIONS:
+            reports = entry["methods"]
+            if not any(region in r["regions"] for r in reports.values()):
+                continue
+            cells = [" / ".join(f"{_metric(r, region, m):.2f}" for m in METRICS) for r in reports.values()]
+            lines.append(f"| {name} | {region} | " + " | ".join(cells) + " |")
+    lines += ["", "| held-out set | target | ratio | met |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        lines.append(f"| {t['set']} | {t['target']} | {t['ratio']:.2f} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    from implicity.core.outputs import write_text_atomic
+
+    write_text_atomic(path, json.dumps(results, indent=1, allow_nan=True))
