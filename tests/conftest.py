@@ -7,7 +7,8 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DELFT_LAZ = SHARED_DATA / "delft_ahn3" / "ahn3_cropped_2.laz"  # AHN3, EPSG:28992, no CRS in header
-REFERENCE_JSON = SHARED_DATA.parent / "reference" / "reference_state_dicts.json"
+#: Vendored from shared/reference (see tests/data/README.md), so the suite needs nothing outside the repo.
+REFERENCE_JSON = Path(__file__).resolve().parent / "data" / "reference_state_dicts.json"
 #: A 64 × 64 m crop of DELFT_LAZ (RD New metres): a few buildings and streets.
 DELFT_CROP = (85000.0, 447500.0, 85064.0, 447564.0)
 
@@ -70,5 +71,5 @@ def reference() -> dict:
     import json
 
     if not REFERENCE_JSON.is_file():
-        pytest.fail(f"reference data missing: {REFERENCE_JSON} (shared/reference of the workspace)")
+        pytest.fail(f"vendored fixture missing: {REFERENCE_JSON} (see tests/data/README.md)")
     return json.loads(REFERENCE_JSON.read_text(encoding="utf-8"))
