@@ -19,12 +19,13 @@ DEMO_OUT    ?= demo_output
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup apt venv test demo bench package deploy qgis clean
+.PHONY: help setup apt venv test demo bench model-card package deploy qgis clean
 
 help:
 	@echo "make demo    - set up, then run the demo on bundled data"
 	@echo "make test    - set up, then run the test suite"
 	@echo "make bench   - run the benchmarks under bench/"
+	@echo "make model-card - evaluate the shipped models on the held-out protocol (needs ../shared/data)"
 	@echo "make package - build the installable QGIS plugin zip in dist/"
 	@echo "make deploy  - install the plugin zip into the QGIS profile"
 	@echo "make qgis    - start QGIS with the plugin deployed"
@@ -60,6 +61,9 @@ demo: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+model-card: setup
+	$(PY) tools/model_card.py
 
 package:
 	$(SYS_PYTHON) tools/package_plugin.py --out dist/$(PLUGIN_NAME).zip

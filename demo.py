@@ -4,8 +4,10 @@ Scene: the city centre of Nîmes (IGN LiDAR HD, bundled in ``data/``, Etalab 2.0
 the reference DSM; a **simulated** satellite-stereo cloud made from it (sparser, noisy, occlusion
 holes, smeared building edges: see ``training/data/simulate.py``) is the input; the ortho-image is
 rasterised from the LiDAR's per-point colours (taken from a real orthophoto). From that input we
-make the baseline DSM (median gridding + outlier filter + IDW fill) and the ImpliCity-0 and
-ImpliCity-mono DSMs, evaluate all three against the reference, and draw one figure.
+make the baseline DSM (median gridding + outlier filter + IDW fill), the same baseline
+median-filtered over 3 × 3 pixels, and the ImpliCity-0, -mono and (when shipped) -stereo DSMs —
+stereo's second view is the ortho parallax-warped with the reference heights, a simulation —,
+evaluate them against the reference, and draw one figure.
 
 The shipped models were trained on synthetic cities and on the three western quarters of this
 scene; the eastern quarter (the "held-out" row of the tables) was never seen in training.
@@ -115,49 +117,63 @@ def run(out_dir: Path, resolution: float = 0.5, device: str = "auto") -> dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     lidar = find_data(NIMES)
     o = {name: out_dir / f"nimes_{name}" for name in (
-        "reference.tif", "ortho.tif", "input_cloud.npz", "baseline.tif", "implicity0.tif", "implicity_mono.tif",
-        "implicity_mono_confidence.tif", "held_out.tif", "elevated.tif", "evaluation.json", "demo.png")}
-    models = {n: default_model(n) for n in (0, 1)}
-    if None in models.values():
+        "reference.tif", "ortho.tif", "ortho_view2.tif", "input_cloud.npz", "baseline.tif", "baseline_smooth3.tif",
+        "implicity0.tif", "implicity_mono.tif", "implicity_mono_confidence.tif", "implicity_stereo.tif",
+        "held_out.tif", "elevated.tif", "evaluation.json", "demo.png")}
+    models = {n: default_model(n) for n in (0, 1, 2)}
+    if models[0] is None or models[1] is None:
         raise ImplicityError("no shipped model in models/ (need implicity-0*.pt and implicity-mono*.pt); "
                              "train them with `implicity train training/configs/implicity_0_lite.yaml` etc.")
 
-    print(f"[1/6] reference DSM from {lidar.name} (IGN LiDAR HD, Etalab 2.0)")
+    steps = 6 if models[2] is None else 7
+    print(f"[1/{steps}] reference DSM from {lidar.name} (IGN LiDAR HD, Etalab 2.0)")
     cloud = read_point_cloud(lidar, crs=NIMES_CRS)
     grid = make_reference_dsm(cloud, o["reference.tif"], resolution)
     extent = grid.bounds
     write_masks(o["reference.tif"], o["held_out.tif"], o["elevated.tif"])
-    print("[2/6] ortho-image from the points' colours; simulated satellite-stereo input cloud")
+    print(f"[2/{steps}] ortho-image from the points' colours; simulated satellite-stereo input cloud")
     write_ortho_from_points(cloud, grid, o["ortho.tif"])
     simulated = simulate_stereo_cloud(cloud, StereoSimulationConfig(gsd=resolution), seed=SIMULATION_SEED).cloud
     write_point_cloud_npz(o["input_cloud.npz"], simulated)
     print(f"      {len(cloud):,} LiDAR points -> {len(simulated):,} simulated stereo points")
-    print("[3/6] baseline DSM (median per cell, 3 m outlier filter, IDW fill)")
+    print(f"[3/{steps}] baseline DSMs (median per cell, 3 m outlier filter, IDW fill; and the same, 3 x 3 median-filtered)")
     make_baseline_dsm(o["input_cloud.npz"], o["baseline.tif"], resolution, extent=extent, **BASELINE)
-    runs = (("ImpliCity-0", o["implicity0.tif"], (), None, models[0]),
+    make_baseline_dsm(o["input_cloud.npz"], o["baseline_smooth3.tif"], resolution, extent=extent, smooth=3,
+                      **BASELINE)
+    runs = [("ImpliCity-0", o["implicity0.tif"], (), None, models[0]),
             ("ImpliCity-mono", o["implicity_mono.tif"], (o["ortho.tif"],), o["implicity_mono_confidence.tif"],
-             models[1]))
+             models[1])]
+    if models[2] is not None:
+        from implicity.training.data.stereo_view import parallax_view
+
+        ortho, _ = read_band(o["ortho.tif"], "ortho")
+        ref, _ = read_band(o["reference.tif"], "reference DSM")
+        write_geotiff(o["ortho_view2.tif"], parallax_view(ortho, ref, resolution), grid)
+        runs.append(("ImpliCity-stereo", o["implicity_stereo.tif"], (o["ortho.tif"], o["ortho_view2.tif"]), None,
+                     models[2]))
     for step, (name, path, orthos, confidence, model) in enumerate(runs, start=4):
-        print(f"[{step}/6] {name} DSM with the shipped model {model.name}")
+        print(f"[{step}/{steps}] {name} DSM with the shipped model {model.name}")
         result = reconstruct_dsm(
             ReconstructionInputs(points=o["input_cloud.npz"], model=model, out_path=path, resolution=resolution,
                                  orthos=orthos, confidence_path=confidence, extent=extent),
             ReconstructionOptions(device=device))
         print(f"      {result.tiles} windows on {result.device} in {result.seconds:.1f} s")
-    print("[6/6] evaluation against the reference\n")
+    print(f"[{steps}/{steps}] evaluation against the reference\n")
     masks = {"held-out": o["held_out.tif"], "elevated": o["elevated.tif"]}
     reports: dict[str, EvaluationReport] = {}
-    for name, key in (("baseline", "baseline.tif"), ("ImpliCity-0", "implicity0.tif"),
-                      ("ImpliCity-mono", "implicity_mono.tif")):
-        reports[name] = evaluate_dsm(o[key], o["reference.tif"], extra_masks=masks)
+    dsms = {"baseline": o["baseline.tif"], "baseline 3×3 median": o["baseline_smooth3.tif"],
+            **{name: path for name, path, *_ in runs}}
+    for name, path in dsms.items():
+        reports[name] = evaluate_dsm(path, o["reference.tif"], extra_masks=masks)
         print(f"{name} vs reference (m):\n{reports[name].as_table()}\n")
     import json
 
     o["evaluation.json"].write_text(json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=2))
-    make_figure(o["demo.png"], {"baseline": o["baseline.tif"], "ImpliCity-0": o["implicity0.tif"],
-                                "ImpliCity-mono": o["implicity_mono.tif"]}, o["reference.tif"])
+    make_figure(o["demo.png"], {k: v for k, v in dsms.items() if k != "baseline"}, o["reference.tif"])
     print("Outputs:")
     for name, path in o.items():
+        if not path.exists():
+            continue
         print(f"  {name:<32} {path}")
     return o
 

@@ -65,6 +65,8 @@ class ModelConfig:
     prior_outlier_m: float = 5.0        # cells this far from their 5 × 5 median leave the prior
     prior_smoothing: int = 3            # side of the prior's median filter (cells)
     point_clip_m: float = 0.0           # > 0: clamp input points to prior ± this before encoding
+    point_height: str = "window"        # encoder's z: "window" (z − window median) / z_std; "prior":
+                                        # (z − prior) / prior_z_scale (needs height_reference: prior)
     image_normalization: str = "dataset"  # "dataset": (v − image_mean) / image_std; "per_image": robust per window
 
     def __post_init__(self) -> None:
@@ -98,6 +100,10 @@ class ModelConfig:
             problems.append(f"n_images must be 0, 1 or 2 (got {self.n_images})")
         if self.height_reference not in HEIGHT_REFERENCES:
             problems.append(f"height_reference must be one of {HEIGHT_REFERENCES} (got {self.height_reference!r})")
+        if self.point_height not in HEIGHT_REFERENCES:
+            problems.append(f"point_height must be one of {HEIGHT_REFERENCES} (got {self.point_height!r})")
+        elif self.point_height == "prior" and self.height_reference != "prior":
+            problems.append("point_height 'prior' needs height_reference 'prior'")
         if self.image_normalization not in IMAGE_NORMALIZATIONS:
             problems.append(f"image_normalization must be one of {IMAGE_NORMALIZATIONS} "
                             f"(got {self.image_normalization!r})")

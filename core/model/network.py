@@ -95,9 +95,12 @@ class ImpliCityNet(nn.Module):
         if self.config.height_reference == "prior":
             cfg = self.config
             prior = surface_prior(points, cfg.plane_resolution, cfg.prior_outlier_m / cfg.z_std, cfg.prior_smoothing)
+            at_points = sample_plane(prior, points[..., :2]).squeeze(-1)
             if cfg.point_clip_m > 0:
-                at_points = sample_plane(prior, points[..., :2]).squeeze(-1)
                 points = clamp_to_prior(points, at_points, cfg.point_clip_m / cfg.z_std)
+            if cfg.point_height == "prior":  # the encoder sees each point's height above the surface
+                rel = (points[..., 2] - at_points) * (cfg.z_std / cfg.prior_z_scale)
+                points = torch.cat([points[..., :2], rel.unsqueeze(-1)], dim=-1)
         plane = self.points_encoder(points)
         image = None
         if self.image_encoder is not None and images is not None:
