@@ -1,28 +1,68 @@
 """Baseline DSM job: the classical gridded DSM of a point cloud (what ImpliCity must beat)."""
 from __future__ import annotations
 
+import math
 import os
 
 from rasterio.crs import CRS
 
+from .crs import check_coordinates_fit_crs
+
 from .errors import InputError
-from .gridding import CancelFn, GriddingOptions, ProgressFn, grid_for_points, rasterize_to_file
+from .gridding import (DEFAULT_MAX_PIXELS, CancelFn, GriddingOptions, ProgressFn, check_resolution, grid_for_points,
+                       rasterize_to_file)
+from .outliers import far_height_mask
 from .outputs import check_output_path
 from .pointcloud import PointCloud, read_point_cloud
 from .raster import GEOTIFF_SUFFIXES, GridSpec
 
 
-def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str | CRS | None" = None) -> PointCloud:
-    """A PointCloud from a path or an existing object (CRS override applied either way)."""
+def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str | CRS | None" = None,
+                drop_far_heights: bool = True) -> PointCloud:
+    """A PointCloud from a path or an existing object (CRS override applied either way).
+
+    Every tool reads its points here, so the same guards apply everywhere: a geographic CRS on
+    coordinates that cannot be degrees is refused, and heights far from all the others (a point at
+    z = 1e9) are dropped with a warning (:mod:`implicity.core.outliers`).
+    """
     if isinstance(points, PointCloud):
+        cloud = points
         if points_crs is not None:
             from dataclasses import replace
 
             from .crs import parse_crs
 
-            return replace(points, crs=parse_crs(points_crs))
-        return points
-    return read_point_cloud(points, crs=points_crs)
+            cloud = replace(points, crs=parse_crs(points_crs))
+    else:
+        cloud = read_point_cloud(points, crs=points_crs)
+    check_coordinates_fit_crs(cloud.xyz, cloud.crs, cloud.source)
+    if drop_far_heights and len(cloud) > 0:
+        keep = far_height_mask(cloud.xyz[:, 2], source=cloud.source)
+        if keep is not None:
+            cloud = cloud.subset(keep)
+    return cloud
+
+
+def check_gridding_options(statistic: str, fill: str, fill_max_distance: float,
+                           outlier_threshold: float | None) -> None:
+    """Refuse NaN, infinite, negative or unknown gridding options before any file is read."""
+    if statistic not in ("max", "median", "mean", "min"):
+        raise InputError(f"statistic (--statistic) '{statistic}': use max, median, mean or min.")
+    if fill not in ("idw", "nearest", "none"):
+        raise InputError(f"fill (--fill) '{fill}': use idw, nearest or none.")
+    if not _finite(fill_max_distance) or fill_max_distance < 0:
+        raise InputError(f"fill_max_distance (--fill-max-distance) must be a finite distance >= 0, "
+                         f"got {fill_max_distance}.")
+    if outlier_threshold is not None and (not _finite(outlier_threshold) or outlier_threshold <= 0):
+        raise InputError(f"outlier_threshold (--outlier-threshold) must be a finite height > 0, "
+                         f"got {outlier_threshold}.")
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def make_baseline_dsm(
@@ -38,13 +78,16 @@ def make_baseline_dsm(
     extent: "str | tuple[float, float, float, float] | None" = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> GridSpec:
     """Grid a point cloud into a DSM GeoTIFF at ``out_path``; returns the output grid."""
     inputs = [points] if not isinstance(points, PointCloud) else [points.source]
     out = check_output_path(out_path, inputs, suffixes=GEOTIFF_SUFFIXES)
+    check_resolution(resolution)
+    check_gridding_options(statistic, fill, fill_max_distance, outlier_threshold)
     cloud = load_points(points, points_crs)
     crs = cloud.require_crs()
-    grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source)
+    grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source, max_pixels=max_pixels)
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1 or smooth % 2 == 0:
         raise InputError(f"smooth: the median filter size must be an odd number of pixels >= 1 (got {smooth}).")
     options = GriddingOptions(statistic=statistic, fill=fill, fill_max_distance=fill_max_distance,  # type: ignore[arg-type]

@@ -16,7 +16,17 @@ def _add_points_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extent", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
                    help="Output extent in the point cloud's CRS (default: the extent of the points).")
     p.add_argument("--out", required=True, metavar="DSM.tif", help="Output GeoTIFF (COG); written atomically.")
+    add_max_pixels_arg(p)
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+
+def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels``: the output size limit shared by every gridding command."""
+    from .gridding import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"Refuse an output grid of more than N pixels (default {DEFAULT_MAX_PIXELS:,}, "
+                        "i.e. 10,000 x 10,000 px); raise it for larger outputs.")
 
 
 def _run_baseline(args: argparse.Namespace) -> int:
@@ -27,6 +37,7 @@ def _run_baseline(args: argparse.Namespace) -> int:
             args.points, args.out, args.resolution, points_crs=args.points_crs, statistic=args.statistic,
             fill=args.fill, fill_max_distance=args.fill_max_distance,
             outlier_threshold=args.outlier_threshold, smooth=args.smooth, extent=args.extent, progress=progress,
+            max_pixels=args.max_pixels,
         )
     print(f"Baseline DSM written: {args.out} ({grid.width} x {grid.height} px at {grid.resolution:g})")
     return 0
@@ -39,7 +50,7 @@ def _run_reference(args: argparse.Namespace) -> int:
         grid = make_reference_dsm(
             args.points, args.out, args.resolution, points_crs=args.points_crs,
             building_mask_out=args.building_mask_out, fill_max_distance=args.fill_max_distance,
-            extent=args.extent, progress=progress,
+            extent=args.extent, progress=progress, max_pixels=args.max_pixels,
         )
     print(f"Reference DSM written: {args.out} ({grid.width} x {grid.height} px at {grid.resolution:g})")
     if args.building_mask_out:

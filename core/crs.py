@@ -33,3 +33,23 @@ def describe_crs(crs: CRS | None) -> str:
         return crs.to_dict().get("proj", "") or crs.to_wkt()[:60]
     except Exception:  # noqa: BLE001 - purely cosmetic
         return crs.to_string()[:60]
+
+
+def check_coordinates_fit_crs(xyz, crs: CRS | None, source: str, option: str = "--points-crs") -> None:
+    """Refuse a geographic CRS (degrees) on coordinates that cannot be degrees.
+
+    Why: ``--points-crs EPSG:4326`` on metric coordinates used to give a DSM with metre-sized
+    "degrees" and a silently wrong georeference.
+    """
+    if crs is None or not crs.is_geographic or len(xyz) == 0:
+        return
+    import numpy as np
+
+    mn, mx = np.min(xyz[:, :2], axis=0), np.max(xyz[:, :2], axis=0)
+    if mn[0] >= -360.0 and mx[0] <= 360.0 and mn[1] >= -90.0 and mx[1] <= 90.0:
+        return
+    raise InputError(
+        f"{source}: the coordinates (x {mn[0]:.2f}..{mx[0]:.2f}, y {mn[1]:.2f}..{mx[1]:.2f}) cannot be "
+        f"longitudes/latitudes, but the CRS {describe_crs(crs)} is in degrees. Give the CRS the coordinates "
+        f"are really in with {option} (a projected CRS such as EPSG:2154 or a UTM zone)."
+    )

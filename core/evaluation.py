@@ -119,6 +119,9 @@ def evaluate_dsm(
     building_dilation_px: int = 2,
 ) -> EvaluationReport:
     """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML."""
+    if isinstance(building_dilation_px, bool) or not isinstance(building_dilation_px, int) or building_dilation_px < 0:
+        raise InputError(f"building_dilation_px (--building-dilation) must be a whole number of pixels >= 0, "
+                         f"got {building_dilation_px}.")
     inputs = [dsm_path, reference_path, building_mask, *(extra_masks or {}).values()]
     if residual_out is not None:
         residual_out = check_output_path(residual_out, inputs, "--residual-out", GEOTIFF_SUFFIXES)

@@ -178,6 +178,9 @@ def median_smooth(dsm: np.ndarray, size: int) -> np.ndarray:
     return np.where(valid, ndimage.median_filter(filled, size=size, mode="nearest"), np.nan).astype(dsm.dtype)
 
 
+BAND_PIXELS = 4_000_000  # cells per band of rasterize_to_file (with its halo)
+
+
 def _check_cancel(is_cancelled: CancelFn | None) -> None:
     if is_cancelled is not None and is_cancelled():
         raise CancelledError("stopped by the user")
@@ -203,12 +206,14 @@ def rasterize_to_file(
     rows, _ = grid.rowcol(xyz[:, 0], xyz[:, 1])
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    n_bands = int(np.ceil(grid.height / options.band_rows))
+    # Bands hold about BAND_PIXELS cells whatever the width, so a wide grid cannot exhaust memory.
+    band_rows = min(options.band_rows, max(16, BAND_PIXELS // max(1, grid.width + 2 * halo)))
+    n_bands = int(np.ceil(grid.height / band_rows))
     with GeoTiffStreamWriter(out_path, grid) as writer:
         for b in range(n_bands):
             _check_cancel(is_cancelled)
-            r0 = b * options.band_rows
-            r1 = min(r0 + options.band_rows, grid.height)
+            r0 = b * band_rows
+            r1 = min(r0 + band_rows, grid.height)
             h0, h1 = r0 - halo, r1 + halo
             lo, hi = np.searchsorted(sorted_rows, [h0, h1])
             sel = order[lo:hi]
@@ -238,7 +243,7 @@ def parse_extent(text: "str | tuple[float, float, float, float] | None") -> tupl
             values = ()
     else:
         values = tuple(float(v) for v in text)
-    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+    if len(values) != 4 or not all(np.isfinite(values)) or not (values[0] < values[2] and values[1] < values[3]):
         raise InputError(
             f"--extent '{text}': give xmin,ymin,xmax,ymax in the point cloud's CRS with xmin < xmax "
             "and ymin < ymax."
@@ -246,17 +251,64 @@ def parse_extent(text: "str | tuple[float, float, float, float] | None") -> tupl
     return values  # type: ignore[return-value]
 
 
-def grid_for_points(xyz: np.ndarray, crs, resolution: float, extent=None, source: str = "point cloud") -> GridSpec:
-    """Output grid: the user's extent or the points' extent, snapped to the resolution."""
-    if resolution is None or not np.isfinite(resolution) or resolution <= 0:
-        raise InputError(f"--resolution must be a positive number of map units (got {resolution}).")
-    mn, mx = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
+DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000 px: 400 MB per float32 raster, 25 km² at 0.5 m
+
+
+def check_grid_size(grid: GridSpec, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse a grid larger than ``max_pixels`` before anything is allocated for it.
+
+    Why: a typo in the resolution or the extent (1e-6, a 10,000 km extent) used to end in a
+    MemoryError traceback after eating all memory; the message says what the size is and which
+    parameter raises the limit.
+    """
+    if max_pixels is None:
+        return
+    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise InputError(f"max_pixels (--max-pixels) must be a positive whole number of pixels, got {max_pixels!r}.")
+    n = grid.width * grid.height
+    if n > max_pixels:
+        raise InputError(
+            f"The output grid would be {grid.width:,} x {grid.height:,} px ({n:,} pixels, "
+            f"{n * 4 / 2 ** 30:,.1f} GiB per float32 raster) at resolution {grid.resolution:g}, above the "
+            f"limit of {max_pixels:,} pixels. Use a coarser resolution (--resolution) or a smaller --extent, "
+            f"or raise the limit with --max-pixels (parameter max_pixels)."
+        )
+
+
+def check_resolution(resolution: float) -> float:
+    """The resolution as a float, or an InputError naming the parameter."""
+    try:
+        value = float(resolution)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"resolution (--resolution) must be a positive number of map units, got {resolution}.")
+    return value
+
+
+def grid_for_points(xyz: np.ndarray, crs, resolution: float, extent=None, source: str = "point cloud",
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> GridSpec:
+    """Output grid: the user's extent or the extent of the body of the points, snapped to the
+    resolution, and no larger than ``max_pixels``.
+
+    Without an extent, far stray points (see :mod:`implicity.core.outliers`) do not stretch the
+    grid: they are left outside it, and a warning says how many.
+    """
+    from .outliers import xy_body
+
+    resolution = check_resolution(resolution)
     if extent is None:
-        return GridSpec.from_bounds(mn[0], mn[1], mx[0] + resolution * 1e-3, mx[1], resolution, crs)
+        xmin, ymin, xmax, ymax = xy_body(xyz, source=source).bounds
+        grid = GridSpec.from_bounds(xmin, ymin, xmax + resolution * 1e-3, ymax, resolution, crs)
+        check_grid_size(grid, max_pixels)
+        return grid
     xmin, ymin, xmax, ymax = parse_extent(extent)
+    mn, mx = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
     if xmin > mx[0] or xmax < mn[0] or ymin > mx[1] or ymax < mn[1]:
         raise InputError(
             f"--extent {xmin},{ymin},{xmax},{ymax} does not overlap the {source} "
             f"(which covers {mn[0]:.2f},{mn[1]:.2f},{mx[0]:.2f},{mx[1]:.2f}). Check the extent's CRS."
         )
-    return GridSpec.from_bounds(xmin, ymin, xmax, ymax, resolution, crs)
+    grid = GridSpec.from_bounds(xmin, ymin, xmax, ymax, resolution, crs)
+    check_grid_size(grid, max_pixels)
+    return grid

@@ -6,6 +6,7 @@ are filled with the nearest valid height within ``fill_max_distance``.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -14,7 +15,8 @@ from scipy import ndimage
 
 from .baseline import load_points
 from .errors import InputError
-from .gridding import CancelFn, GriddingOptions, ProgressFn, count_points, grid_for_points, rasterize_to_file
+from .gridding import (DEFAULT_MAX_PIXELS, CancelFn, GriddingOptions, ProgressFn, check_resolution, count_points,
+                       grid_for_points, rasterize_to_file)
 from .outputs import check_output_path
 from .pointcloud import PointCloud
 from .raster import GEOTIFF_SUFFIXES, GeoTiffStreamWriter, GridSpec
@@ -34,8 +36,13 @@ def make_reference_dsm(
     extent: "str | tuple[float, float, float, float] | None" = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> GridSpec:
     """Write the reference DSM (and optionally a 0/1 building mask) from classified LiDAR."""
+    check_resolution(resolution)
+    if not math.isfinite(float(fill_max_distance)) or fill_max_distance < 0:
+        raise InputError(f"fill_max_distance (--fill-max-distance) must be a finite distance >= 0, "
+                         f"got {fill_max_distance}.")
     inputs = [points] if not isinstance(points, PointCloud) else [points.source]
     out = check_output_path(out_path, inputs, suffixes=GEOTIFF_SUFFIXES)
     mask_out = None
@@ -54,7 +61,7 @@ def make_reference_dsm(
             f"{cloud.source}: the point cloud has no classification, so no building mask can be made. "
             "Use a classified LiDAR file (class 6 = building) or omit --building-mask-out."
         )
-    grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source)
+    grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source, max_pixels=max_pixels)
     options = GriddingOptions(statistic="max", fill="nearest", fill_max_distance=fill_max_distance)
     if mask_out is None:
         rasterize_to_file(cloud.xyz, grid, out, options, progress, is_cancelled)
