@@ -7,9 +7,14 @@ message with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import logging
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from implicity.core.errors import CancelledError, ImplicityError
 
@@ -32,21 +37,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``with``/``finally`` removes its temporary files."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a batch system's time limit) exactly like Ctrl-C for the run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _configure_logging() -> None:
+    """Warnings and progress notes of the library go to stderr as plain lines; GDAL's own
+    low-level chatter (e.g. each failed TIFF write on a full disk) is left to our one-line errors."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging()
     try:
-        result = args.run(args)
+        with _sigterm_as_interrupt():
+            result = args.run(args)
     except CancelledError as exc:
         print(f"implicity {args.command}: cancelled: {exc}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"implicity {args.command}: terminated (SIGTERM); no partial output was kept.", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"implicity {args.command}: interrupted; no partial output was kept.", file=sys.stderr)
         return 130
     except ImplicityError as exc:
-        print(f"implicity {args.command}: error: {exc}", file=sys.stderr)
+        print(f"implicity {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"implicity {args.command}: error: not enough memory for this job. Use a coarser --resolution or "
+              "a smaller --extent.", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a vanished folder, a permission: the system's words, one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        print(f"implicity {args.command}: error: {reason}{where}; no partial output was kept.", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -7,14 +7,20 @@ never leaves a half-written file and never destroys what the user had before the
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import InputError
 
 PathLike = "str | os.PathLike[str]"
+log = logging.getLogger(__name__)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -57,11 +63,78 @@ def check_output_path(
     return out
 
 
+#: Temporary files are named ``.<stem>.<host>-<pid>.<random><suffix>.part``: the host tag and the
+#: process id let a later run tell a dead run's leftovers from a live run's work in progress.
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+_PART_RE = re.compile(r"^\.(?P<stem>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)\.[a-z0-9_]{8}(\.[^.]+)?\.part"
+                      r"(\.aux\.xml|\.ovr|\.msk)?$")
+_LEGACY_PART_RE = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[^.]+)?\.part(\.aux\.xml|\.ovr|\.msk)?$")
+LEGACY_PART_AGE_S = 24 * 3600  # leftovers named without a process id are removed only when this old
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else (or cannot tell): keep its files
+    return True
+
+
+def clean_stale_parts(folder: "str | os.PathLike[str]") -> list[Path]:
+    """Remove the hidden ``.part`` files that killed runs (SIGKILL, power loss) left in ``folder``.
+
+    Safe by construction: a file is removed only when its name says it was written on this host by
+    a process that no longer exists, or, for files named by older versions (no process id), when it
+    has not been touched for a day. Files of running jobs and anything else are never touched.
+    """
+    base = Path(folder) if str(folder) else Path(".")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or ".part" not in name:
+            continue
+        match = _PART_RE.match(name)
+        if match is not None:
+            stale = match["host"] == _HOST_TAG and not _process_alive(int(match["pid"]))
+        elif _LEGACY_PART_RE.match(name):
+            try:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_PART_AGE_S
+            except OSError:
+                stale = False
+        else:
+            stale = False
+        if not stale:
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    if removed:
+        log.info("Removed %d temporary file(s) left by interrupted runs in %s.", len(removed), base)
+    return removed
+
+
 def temporary_sibling(path: Path, suffix: str | None = None) -> Path:
-    """A unique hidden path beside ``path`` (same file system, so the final rename is atomic)."""
+    """A unique hidden path beside ``path`` (same file system, so the final rename is atomic).
+
+    Leftovers of dead runs in the same folder are cleaned first (:func:`clean_stale_parts`).
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    clean_stale_parts(folder)
     fd, name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=(suffix if suffix is not None else path.suffix) + ".part",
-        dir=path.parent if str(path.parent) else ".",
+        prefix=f".{path.stem}.{_HOST_TAG}-{os.getpid()}.",
+        suffix=(suffix if suffix is not None else path.suffix) + ".part", dir=folder,
     )
     os.close(fd)
     os.unlink(name)

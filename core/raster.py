@@ -7,8 +7,10 @@ Writing always goes to a temporary file, then is converted to a COG and renamed 
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 
 from .crs import describe_crs, parse_crs
@@ -26,6 +29,7 @@ from .errors import InputError
 from .outputs import remove_quietly, temporary_sibling
 
 DEFAULT_NODATA = -9999.0
+LOW_DISK_BYTES = 64 * 2 ** 20  # a write that fails with less free space than this failed on a full disk
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -93,10 +97,44 @@ def open_raster(path: "str | os.PathLike[str]", what: str = "raster"):
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"{what} file not found: {p}. Check the path.")
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a folder; give a raster file.")
     try:
         return rasterio.open(p)
-    except RasterioIOError as exc:
-        raise InputError(f"{p}: cannot open as a raster ({exc}). Is it a complete GeoTIFF/image?") from None
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise InputError(f"{p}: cannot open as a raster ({_first_line(exc)}). Is it a complete GeoTIFF/image?") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error and of its cause (GDAL puts the reason in the cause)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and "previous exception" in text:
+        text = str(cause).splitlines()[0]
+    return text
+
+
+def unreadable(path: "str | os.PathLike[str]", what: str, exc: BaseException) -> InputError:
+    """The error for a raster that opens but whose pixels cannot be read (truncated, corrupt)."""
+    return InputError(f"{what} {path}: cannot read its pixels ({_first_line(exc)}); the file is truncated or "
+                      "corrupt. Export or download it again.")
+
+
+def write_failed(path: "str | os.PathLike[str]", exc: BaseException) -> InputError:
+    """The error for a failed raster write; says so when the disk is full."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    errno_ = getattr(exc, "errno", None) or getattr(exc.__cause__, "errno", None)
+    if errno_ in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < LOW_DISK_BYTES) \
+            or "no space left" in str(exc).lower():
+        free_text = f"{free / 2 ** 20:,.1f} MiB free" if free is not None else "no space left"
+        return InputError(f"{path}: the disk is full ({free_text} in {folder}); nothing was written. Free some "
+                          "space or write the output to another folder.")
+    return InputError(f"{path}: writing failed ({_first_line(exc)}); nothing was written. Check the folder "
+                      "and the free disk space.")
 
 
 def grid_of(path: "str | os.PathLike[str]", what: str = "raster") -> GridSpec:
@@ -121,6 +159,7 @@ class RasterReader:
         user_crs = parse_crs(crs, what=f"CRS of {self.path.name}")
         self.crs = user_crs or self._src.crs
         self.count = self._src.count
+        self.width, self.height = int(self._src.width), int(self._src.height)
         self.nodata = self._src.nodata
         if self._src.transform == Affine.identity() and not self._src.gcps[0]:
             self.close()
@@ -159,8 +198,11 @@ class RasterReader:
             # Keep the source dtype and nodata: GDAL drops the nodata mask when asked to change dtype.
             vrt_opts["src_nodata"] = self.nodata
             vrt_opts["nodata"] = self.nodata
-        with WarpedVRT(self._src, **vrt_opts) as vrt:
-            data = vrt.read(indexes, masked=True)
+        try:
+            with WarpedVRT(self._src, **vrt_opts) as vrt:
+                data = vrt.read(indexes, masked=True)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise unreadable(self.path, self.what, exc) from None
         arr = np.ma.filled(data.astype(np.float32), np.nan)
         return arr
 
@@ -241,7 +283,12 @@ class GeoTiffStreamWriter:
         self._dst = None
 
     def __enter__(self) -> "GeoTiffStreamWriter":
-        self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
+        try:
+            self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
+            error = write_failed(self.path, exc)
+            remove_quietly(self._tmp)
+            raise error from None
         if self.band_names:
             for i, name in enumerate(self.band_names, start=1):
                 self._dst.set_band_description(i, name)
@@ -256,12 +303,19 @@ class GeoTiffStreamWriter:
         if r1 <= r0 or c1 <= c0:
             return
         block = arr[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
-        self._dst.write(block, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+        try:
+            self._dst.write(block, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
+            raise write_failed(self.path, exc) from None
 
     def abort(self) -> None:
-        if self._dst is not None and not self._dst.closed:
-            self._dst.close()
-        remove_quietly(self._tmp)
+        try:
+            if self._dst is not None and not self._dst.closed:
+                self._dst.close()  # may fail again on a full disk: the temporary file goes anyway
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            remove_quietly(self._tmp)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -270,6 +324,8 @@ class GeoTiffStreamWriter:
         try:
             self._dst.close()
             _finalize_cog(self._tmp, self.path, self.dtype)
+        except (RasterioError, CPLE_BaseError, OSError) as exc:
+            raise write_failed(self.path, exc) from None
         finally:
             remove_quietly(self._tmp)
 
@@ -278,5 +334,8 @@ def read_band(path: "str | os.PathLike[str]", what: str = "raster") -> tuple[np.
     """The first band as float32 with NaN for nodata, and its grid."""
     grid = grid_of(path, what)
     with open_raster(path, what) as src:
-        data = src.read(1, masked=True).astype(np.float32)
+        try:
+            data = src.read(1, masked=True).astype(np.float32)
+        except (RasterioError, CPLE_BaseError) as exc:
+            raise unreadable(path, what, exc) from None
     return np.ma.filled(data, np.nan), grid
