@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from implicity.core.errors import CancelledError, InputError
-from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+from implicity.core.reconstruct import EvidenceOptions, ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
 
 from .test_reconstruct_support import NearestPointModel, X0, Y0, pixel_scene, read_dsm
 
@@ -36,10 +36,15 @@ def test_fast_mode_recovers_surface_everywhere(tmp_path, scene):
     assert err.max() <= step, f"max error {err.max():.4f} m exceeds the final step {step} m"
     assert result.tiles == 6 and model.encoded == 6  # 3 x 2 windows, each encoded once
     assert result.device == "cpu" and "cpu" in result.device_reason.lower()
-    # Analytic: logit slope 4/m probed ±0.5 m around the surface → σ(2) − σ(−2) everywhere.
+    # Analytic: logit slope 4/m probed ±0.5 m around the surface → σ(2) − σ(−2) wherever the points
+    # surround the pixel; along the extent border (points on one side only) the height follows the
+    # points and the confidence is scaled down by the network's share, to 0 in the corners.
     conf = read_dsm(result.confidence_path)
     expected = 2.0 / (1.0 + np.exp(-2.0)) - 1.0
-    assert conf.shape == truth.shape and np.abs(conf - expected).max() < 0.02
+    inner = np.zeros(truth.shape, bool)
+    inner[8:-8, 8:-8] = True  # farther than the 3 m support radius from the border
+    assert conf.shape == truth.shape and np.abs(conf[inner] - expected).max() < 0.02
+    assert conf.max() < expected + 0.02 and conf[0, 0] < 0.05 and conf[0, 100] < expected - 0.2
     # Queries per decoded pixel stay far below the reference's 32 per window (x16 windows).
     assert result.stats["queries"] / result.stats["decoded_pixels"] < 20
 
@@ -54,18 +59,22 @@ def test_reference_mode_recovers_surface_within_its_final_step(tmp_path):
     # The reference keeps the highest occupied sample: at most one final step below the surface.
     diff = truth - dsm
     assert np.isfinite(dsm).all()
-    assert diff.min() >= -1e-6 and diff.max() <= step + 1e-6
+    assert diff.min() >= -1e-5 and diff.max() <= step + 1e-5  # float32 output
     # 16 m stride: interior pixels are decoded by 16 windows.
     assert result.tiles == 6 * 5  # (40/16 → 3 + 3 leading) x (24/16 → 2 + 3 leading) windows
 
 
-def test_surface_outside_point_bracket_falls_back_to_wide_range(tmp_path):
+def test_surface_far_from_every_point_is_not_followed_unless_the_margin_allows_it(tmp_path):
     cloud, truth = pixel_scene(30.0, 20.0, RES)
-    model = NearestPointModel(offset=25.0)  # far above every point: the local bracket misses it
-    result = _run(tmp_path, cloud, model)
+    model = NearestPointModel(offset=25.0)  # 25 m above every point: the points contradict it
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif")
     dsm = read_dsm(result.dsm_path)
-    assert np.abs(dsm - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
-    assert result.stats["fallback_pixels"] == truth.size
+    assert np.abs(dsm - truth).max() < 1e-3  # the points' own surface, not the network's
+    assert result.stats["clamped_pixels"] == truth.size
+    assert np.all(read_dsm(result.confidence_path) == 0.0)  # and flagged
+    wide = _run(tmp_path, cloud, model, name="wide.tif", evidence=EvidenceOptions(margin=30.0, blend=False))
+    assert np.abs(read_dsm(wide.dsm_path) - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
+    assert wide.stats["clamped_pixels"] == 0
 
 
 def test_blending_leaves_no_seam(tmp_path, scene):
@@ -74,10 +83,11 @@ def test_blending_leaves_no_seam(tmp_path, scene):
     model = NearestPointModel(x_bias=2.0)
     dsm = read_dsm(_run(tmp_path, cloud, model).dsm_path)
     err = dsm - truth
-    jumps = np.abs(np.diff(err, axis=1))
+    inner = slice(8, -8)  # the window seams; along the extent border the points' surface is blended in
+    jumps = np.abs(np.diff(err, axis=1))[inner, inner]
     assert jumps.max() < 0.2, f"seam of {jumps.max():.3f} m between neighbouring pixels"
     hard = _run(tmp_path, cloud, model, name="hard.tif", overlap=0.0)
-    hard_jumps = np.abs(np.diff(read_dsm(hard.dsm_path) - truth, axis=1))
+    hard_jumps = np.abs(np.diff(read_dsm(hard.dsm_path) - truth, axis=1))[inner, inner]
     assert hard_jumps.max() > 1.0  # the test model really produces seams without blending
 
 
@@ -116,12 +126,28 @@ def test_progress_is_reported_and_monotone(tmp_path):
     assert seen[-1] == 1.0 and seen == sorted(seen)
 
 
-def test_fill_none_leaves_nodata_where_nothing_is_occupied(tmp_path):
+@pytest.mark.parametrize("fill", ["idw", "nearest", "none"])
+def test_no_height_beyond_reach_of_the_points_whatever_the_fill(tmp_path, fill):
+    # Points only in the western 20 m of a 60 m wide extent: the east stays nodata beyond 10 m.
+    cloud, truth = pixel_scene(60.0, 30.0, RES)
+    west = cloud.subset(cloud.xyz[:, 0] < X0 + 20.0)
+    result = _run(tmp_path, west, NearestPointModel(), fill=fill, extent=(X0, Y0, X0 + 60.0, Y0 + 30.0),
+                  fill_max_distance=10.0)
+    dsm = read_dsm(result.dsm_path)
+    cols = X0 + (np.arange(dsm.shape[1]) + 0.5) * RES
+    distance = cols - (X0 + 20.0 - RES / 2)  # to the easternmost points
+    assert np.isfinite(dsm[:, distance <= 10.0 - RES]).all()
+    assert np.isnan(dsm[:, distance > 10.0 + RES]).all()
+    assert result.stats["out_of_reach_pixels"] > 0 and result.stats["filled_pixels"] == 0
+
+
+def test_network_finding_nothing_gives_the_points_surface_flagged(tmp_path):
     cloud, truth = pixel_scene(30.0, 20.0, RES)
-    model = NearestPointModel(offset=-500.0)  # the surface is below any searched height
-    result = _run(tmp_path, cloud, model, fill="none")
-    assert np.isnan(read_dsm(result.dsm_path)).all()
-    assert result.stats["empty_pixels"] == truth.size
+    model = NearestPointModel(offset=-500.0)  # free space at every searched height
+    result = _run(tmp_path, cloud, model, fill="none", confidence=tmp_path / "c.tif")
+    assert np.abs(read_dsm(result.dsm_path) - truth).max() < 1e-3
+    assert np.all(read_dsm(result.confidence_path) == 0.0)
+    assert result.stats["clamped_pixels"] == truth.size
 
 
 @pytest.mark.parametrize("kwargs,message", [

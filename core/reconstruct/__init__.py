@@ -4,6 +4,7 @@ Public entry point: :func:`reconstruct_dsm` with :class:`ReconstructionInputs` a
 :class:`ReconstructionOptions`; it returns a :class:`ReconstructionResult`.
 """
 from .options import (
+    EvidenceOptions,
     FastSearchOptions,
     ReconstructionInputs,
     ReconstructionOptions,
@@ -20,6 +21,6 @@ def reconstruct_dsm(*args, **kwargs):  # noqa: D401 - thin lazy wrapper
 
 
 __all__ = [
-    "FastSearchOptions", "ReconstructionInputs", "ReconstructionOptions", "ReconstructionResult",
+    "EvidenceOptions", "FastSearchOptions", "ReconstructionInputs", "ReconstructionOptions", "ReconstructionResult",
     "ReferenceSearchOptions", "reconstruct_dsm",
 ]

@@ -16,7 +16,12 @@ from ..gridding import fill_holes
 
 
 class BlendAccumulator:
-    """Σ w·h, Σ w (and Σ w·c for confidence) for output rows [base, base + n)."""
+    """Σ w·h, Σ w (and Σ w·c for confidence) for output rows [base, base + n).
+
+    It also remembers which pixels any window found *eligible* (a point within reach): a pixel that
+    no window decoded comes out as NaN (a hole, to fill) when eligible and as −inf (never filled,
+    nodata) when not.
+    """
 
     def __init__(self, width: int, with_confidence: bool):
         self.width = width
@@ -25,6 +30,7 @@ class BlendAccumulator:
         self._num = np.zeros((0, width), np.float64)
         self._den = np.zeros((0, width), np.float64)
         self._conf = np.zeros((0, width), np.float64) if with_confidence else None
+        self._elig = np.zeros((0, width), bool)
 
     def _ensure(self, row_end: int) -> None:
         need = row_end - self.base - self._num.shape[0]
@@ -32,12 +38,14 @@ class BlendAccumulator:
             pad = np.zeros((need, self.width), np.float64)
             self._num = np.vstack([self._num, pad])
             self._den = np.vstack([self._den, pad])
+            self._elig = np.vstack([self._elig, np.zeros((need, self.width), bool)])
             if self._conf is not None:
                 self._conf = np.vstack([self._conf, pad])
 
     def add(self, r0: int, c0: int, height: np.ndarray, weight: np.ndarray,
-            confidence: np.ndarray | None = None) -> None:
-        """Add one window's (h, w) heights (NaN = nothing found) with their weights."""
+            confidence: np.ndarray | None = None, eligible: np.ndarray | None = None) -> None:
+        """Add one window's (h, w) heights (NaN = nothing found) with their weights; ``eligible``
+        (default: all) marks the pixels that may be filled when no window found a height."""
         h, w = height.shape
         if r0 < self.base:
             raise RuntimeError("rows already written cannot be blended any more")
@@ -47,21 +55,23 @@ class BlendAccumulator:
         sl = (slice(r0 - self.base, r0 - self.base + h), slice(c0, c0 + w))
         self._num[sl] += wv * np.where(valid, height, 0.0)
         self._den[sl] += wv
+        self._elig[sl] |= True if eligible is None else eligible.astype(bool)
         if self._conf is not None and confidence is not None:
             self._conf[sl] += wv * np.where(valid, confidence, 0.0)
 
     def pop(self, row_end: int) -> tuple[int, np.ndarray, np.ndarray | None]:
-        """Finished rows [base, row_end) as (first row, heights, confidence); NaN = empty."""
+        """Finished rows [base, row_end) as (first row, heights, confidence); NaN = a hole to fill,
+        −inf = no data within reach (never filled)."""
         self._ensure(row_end)
         n = row_end - self.base
         den = self._den[:n]
         with np.errstate(invalid="ignore", divide="ignore"):
-            dsm = np.where(den > 0, self._num[:n] / den, np.nan).astype(np.float32)
+            dsm = np.where(den > 0, self._num[:n] / den, np.where(self._elig[:n], np.nan, -np.inf)).astype(np.float32)
             conf = None
             if self._conf is not None:
                 conf = np.where(den > 0, self._conf[:n] / den, np.nan).astype(np.float32)
         first = self.base
-        self._num, self._den = self._num[n:], self._den[n:]
+        self._num, self._den, self._elig = self._num[n:], self._den[n:], self._elig[n:]
         if self._conf is not None:
             self._conf = self._conf[n:]
         self.base = row_end
@@ -107,15 +117,18 @@ class FillingRowSink:
     def _emit(self, upto: int) -> None:
         if upto <= self._written:
             return
-        filled = fill_holes(self._dsm, self.fill, self.max_px, origin=(self._start, 0))
+        out_of_reach = np.isneginf(self._dsm)  # no point within reach: nodata, never filled
+        dsm = np.where(out_of_reach, np.nan, self._dsm).astype(np.float32)
+        filled = np.where(out_of_reach, np.nan, fill_holes(dsm, self.fill, self.max_px, origin=(self._start, 0)))
         a, b = self._written - self._start, upto - self._start
-        out = filled[a:b]
-        holes = ~np.isfinite(self._dsm[a:b])
+        out = filled[a:b].astype(np.float32)
+        holes = ~np.isfinite(dsm[a:b]) & ~out_of_reach[a:b]
         self.filled_pixels += int((holes & np.isfinite(out)).sum())
         self.empty_pixels += int((~np.isfinite(out)).sum())
         self.write_dsm(out, self._written)
         if self.write_conf is not None and self._conf is not None:
-            conf = np.where(holes & np.isfinite(out), 0.0, self._conf[a:b]).astype(np.float32)
+            conf = np.where(holes & np.isfinite(out), 0.0, self._conf[a:b])
+            conf = np.where(np.isfinite(out), conf, np.nan).astype(np.float32)
             self.write_conf(conf, self._written)
         self._written = upto
         keep = max(self._start, upto - self.halo) - self._start

@@ -26,18 +26,19 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..baseline import load_points
-from ..errors import CancelledError, InputError
-from ..gridding import grid_for_points, grid_points
+from ..errors import CancelledError, ImplicityError, InputError
+from ..gridding import check_resolution, grid_for_points
+from ..outliers import axis_body
 from ..outputs import check_output_path
 from ..pointcloud import PointCloud
 from ..raster import GEOTIFF_SUFFIXES, DEFAULT_NODATA, GeoTiffStreamWriter, GridSpec
 from .blending import BlendAccumulator, FillingRowSink
 from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model
 from .device import BatchRunner, auto_batch_size, resolve_device
-from .imagery import OrthoWindows, check_image_count
+from .evidence import Evidence, context_margin, window_evidence
+from .imagery import OrthoWindows, check_image_count, check_ortho_coverage
 from .options import (FastSearchOptions, ReconstructionInputs, ReconstructionOptions,
                       ReconstructionResult, ReferenceSearchOptions)
 from .search import ABOVE, BELOW, bracket_search, coarse_count, reference_search
@@ -81,9 +82,10 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
         options, window_stride=options.stride() * k, overlap=options.blend_overlap() * k,
         reference_search=dataclasses.replace(ref, range_below=ref.range_below * k,
                                              range_above=ref.range_above * k, coarse_step=ref.coarse_step * k),
-        fast_search=dataclasses.replace(fast, bracket_radius=fast.bracket_radius * k,
-                                        bracket_margin=fast.bracket_margin * k,
-                                        max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k),
+        fast_search=dataclasses.replace(fast, max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k),
+        evidence=dataclasses.replace(options.evidence, radius=options.evidence.radius * k,
+                                     margin=options.evidence.margin * k,
+                                     support_radius=options.evidence.support_radius * k),
         range_margin=options.range_margin * k, confidence_delta=options.confidence_delta * k,
     )
 
@@ -91,22 +93,6 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
 class _Stats(dict):
     def add(self, key: str, value: float) -> None:
         self[key] = self.get(key, 0) + value
-
-
-def _local_bounds(points: np.ndarray, grid: GridSpec, win: Window, radius_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel min and max point height within ``radius_px`` (NaN where no point is near)."""
-    h, w = win.shape
-    sub = grid.window(win.r0 - radius_px, win.c0 - radius_px, h + 2 * radius_px, w + 2 * radius_px)
-    zmax = grid_points(points, sub, "max")
-    zmin = grid_points(points, sub, "min")
-    size = 2 * radius_px + 1
-    zmax = ndimage.maximum_filter(np.where(np.isfinite(zmax), zmax, -np.inf), size=size, mode="constant", cval=-np.inf)
-    zmin = ndimage.minimum_filter(np.where(np.isfinite(zmin), zmin, np.inf), size=size, mode="constant", cval=np.inf)
-    core = (slice(radius_px, radius_px + h), slice(radius_px, radius_px + w))
-    zmin, zmax = zmin[core].astype(np.float64), zmax[core].astype(np.float64)
-    none = ~np.isfinite(zmax)
-    zmin[none], zmax[none] = np.nan, np.nan
-    return zmin.ravel(), zmax.ravel()
 
 
 def _wide_range(shift: float, zmin: float, zmax: float, ref: ReferenceSearchOptions,
@@ -122,51 +108,67 @@ def _wide_range(shift: float, zmin: float, zmax: float, ref: ReferenceSearchOpti
     return lo, n
 
 
-def _fast_heights(decoder: WindowDecoder, points: np.ndarray, grid: GridSpec, win: Window, shift: float,
-                  options: ReconstructionOptions, stats: _Stats) -> np.ndarray:
+def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionOptions,
+                  stats: _Stats) -> tuple[np.ndarray, np.ndarray]:
+    """Heights (NaN where not decoded) and the mask of pixels clamped to the envelope.
+
+    The bracket of every pixel is its evidence envelope; a pixel whose crossing lies above (below)
+    the envelope takes its top (bottom) here, and the points' surface in :func:`_steer_by_evidence`:
+    the network alone is not evidence enough to leave the envelope.
+    """
     fs: FastSearchOptions = options.fast_search
-    ref = options.reference_search
-    radius_px = max(0, int(round(fs.bracket_radius / grid.resolution)))
-    zmin, zmax = _local_bounds(points, grid, win, radius_px)
-    zmin_w, zmax_w = float(points[:, 2].min()), float(points[:, 2].max())
-    zmin = np.where(np.isfinite(zmin), zmin, zmin_w)
-    zmax = np.where(np.isfinite(zmax), zmax, zmax_w)
-    lo, hi = zmin - fs.bracket_margin, zmax + fs.bracket_margin
+    height = np.full(ev.lo.shape, np.nan)
+    clamped = np.zeros(ev.lo.shape, bool)
+    pixels = np.flatnonzero(ev.eligible)
+    if pixels.size == 0:
+        return height, clamped
+    lo, hi = ev.envelope(options.evidence.margin)
+    lo, hi = lo[pixels], hi[pixels]
     n = coarse_count(lo, hi, fs.coarse_samples, fs.max_coarse_step)
-    pixels = np.arange(lo.size)
     res = bracket_search(decoder, pixels, lo, hi, n, fs.final_step, fs.refine_factor, fs.interpolate)
-    height = res.height
-    wide_lo, n_wide = _wide_range(shift, zmin_w, zmax_w, ref, options.adaptive_range, options.range_margin)
-    wide_hi = wide_lo + (n_wide - 1) * ref.coarse_step
-    for status in (ABOVE, BELOW):
-        sel = np.flatnonzero(res.status == status)
-        if sel.size == 0:
-            continue
-        stats.add("fallback_pixels", sel.size)
-        if status == ABOVE:
-            a = hi[sel]
-            b = np.maximum(wide_hi, a + ref.coarse_step)
-        else:
-            b = lo[sel]
-            a = np.minimum(wide_lo, b - ref.coarse_step)
-        n2 = coarse_count(a, b, 2, ref.coarse_step)
-        res2 = bracket_search(decoder, sel, a, b, n2, fs.final_step, fs.refine_factor, fs.interpolate)
-        h2 = res2.height
-        clipped = res2.status == ABOVE
-        h2[clipped] = b[clipped]
-        stats.add("clipped_pixels", int(clipped.sum()))
-        height[sel] = h2
-    return height
+    h = res.height
+    above, below = res.status == ABOVE, res.status == BELOW
+    h[above], h[below] = hi[above], lo[below]
+    height[pixels] = h
+    clamped[pixels] = above | below
+    return height, clamped
 
 
-def _reference_heights(decoder: WindowDecoder, points: np.ndarray, n_pixels: int, shift: float,
-                       options: ReconstructionOptions) -> np.ndarray:
+def _reference_heights(decoder: WindowDecoder, points: np.ndarray, ev: Evidence, shift: float,
+                       options: ReconstructionOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The reference scheme's heights on the eligible pixels, then clamped to the envelope."""
     ref = options.reference_search
-    lo, n = _wide_range(shift, float(points[:, 2].min()), float(points[:, 2].max()), ref,
-                        options.adaptive_range, options.range_margin)
-    pixels = np.arange(n_pixels)
-    return reference_search(decoder, pixels, np.full(n_pixels, lo), n, ref.coarse_step, ref.refinements,
-                            ref.refine_factor, ref.refine_offsets)
+    body = axis_body(points[:, 2], max_gap=2.0 * options.range_margin)  # a lone blunder does not widen the scan
+    lo, n = _wide_range(shift, body.lo, body.hi, ref, options.adaptive_range, options.range_margin)
+    pixels = np.flatnonzero(ev.eligible)
+    height = np.full(ev.lo.shape, np.nan)
+    if pixels.size:
+        height[pixels] = reference_search(decoder, pixels, np.full(pixels.size, lo), n, ref.coarse_step,
+                                          ref.refinements, ref.refine_factor, ref.refine_offsets)
+    env_lo, env_hi = ev.envelope(options.evidence.margin)
+    with np.errstate(invalid="ignore"):
+        clamped = (height < env_lo) | (height > env_hi)
+    return np.where(clamped, np.clip(height, env_lo, env_hi), height), clamped
+
+
+def _steer_by_evidence(height: np.ndarray, conf: np.ndarray | None, clamped: np.ndarray, ev: Evidence,
+                       stats: _Stats) -> tuple[np.ndarray, np.ndarray | None]:
+    """Blend towards the points' surface where support is thin, take it where the network's answer
+    was clamped; flag both in the confidence (× the network's weight; 0 where clamped)."""
+    w = ev.weight
+    pts = ev.points_surface
+    use_pts = np.isfinite(pts) & np.isfinite(height)
+    out = np.where(use_pts, w * height + (1.0 - w) * pts, height)
+    # Where the network's surface lies outside the envelope it contradicts the points: they win.
+    out = np.where(clamped & np.isfinite(pts), pts, out)
+    out[~ev.eligible] = np.nan
+    stats.add("clamped_pixels", int(clamped.sum()))
+    stats.add("thin_support_pixels", int((ev.eligible & (w < 1.0)).sum()))
+    stats.add("out_of_reach_pixels", int((~ev.eligible).sum()))
+    if conf is not None:
+        conf = np.where(clamped, 0.0, conf * w).astype(np.float32)
+        conf[~ev.eligible] = np.nan
+    return out, conf
 
 
 def _confidence(decoder: WindowDecoder, height: np.ndarray, delta: float) -> np.ndarray:
@@ -179,17 +181,89 @@ def _confidence(decoder: WindowDecoder, height: np.ndarray, delta: float) -> np.
     return conf
 
 
+def _number(value: Any, name: str, low: float, low_inclusive: bool = True, high: float = math.inf) -> None:
+    """Refuse a NaN, infinite or out-of-range option; the message names the parameter and flag."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    ok = math.isfinite(v) and (v >= low if low_inclusive else v > low) and v <= high
+    if not ok:
+        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
+        raise InputError(f"{name} must be a finite number {bound}, got {value}.")
+
+
 def _validate(options: ReconstructionOptions) -> None:
+    """Every option checked before any work starts (NaN used to pass or end in a traceback)."""
     if options.mode not in ("fast", "reference"):
-        raise InputError(f"--mode '{options.mode}': use fast or reference.")
+        raise InputError(f"mode (--mode) '{options.mode}': use fast or reference.")
     if options.fill not in ("idw", "nearest", "none"):
-        raise InputError(f"--fill '{options.fill}': use idw, nearest or none.")
+        raise InputError(f"fill (--fill) '{options.fill}': use idw, nearest or none.")
+    if options.window_stride is not None:
+        _number(options.window_stride, "window_stride (--stride)", 0.0, low_inclusive=False)
+    if options.overlap is not None:
+        _number(options.overlap, "overlap (--overlap)", 0.0)
     fs = options.fast_search
-    if fs.final_step <= 0 or fs.bracket_margin < 0 or fs.bracket_radius < 0 or fs.coarse_samples < 2:
-        raise InputError("Fast search: final step must be > 0, margins/radius ≥ 0 and coarse samples ≥ 2.")
+    _number(fs.final_step, "final_step (--final-step)", 0.001)
+    _number(fs.max_coarse_step, "fast_search.max_coarse_step", 0.0, low_inclusive=False)
+    if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
+        raise InputError("fast_search: coarse_samples and refine_factor must be at least 2.")
+    ev = options.evidence
+    _number(ev.radius, "evidence.radius (--search-radius)", 0.0, low_inclusive=False, high=1000.0)
+    _number(ev.margin, "evidence.margin (--search-margin)", 0.0, high=1000.0)
+    _number(ev.support_radius, "evidence.support_radius", 0.0, low_inclusive=False, high=1000.0)
+    _number(ev.thin_support, "evidence.thin_support", 0.0, high=1.0)
+    _number(ev.full_support, "evidence.full_support", float(ev.thin_support), low_inclusive=False, high=10.0)
+    _number(options.fill_max_distance, "fill_max_distance (--fill-max-distance)", 0.0, high=10000.0)
+    _number(options.range_margin, "range_margin", 0.0)
+    _number(options.confidence_delta, "confidence_delta", 0.0, low_inclusive=False)
+    _number(options.min_ortho_coverage, "min_ortho_coverage (--min-ortho-coverage)", 0.0, high=1.0)
     ref = options.reference_search
-    if ref.coarse_step <= 0 or ref.refine_factor < 2 or ref.refinements < 0:
-        raise InputError("Reference search: coarse step must be > 0, refine factor ≥ 2, refinements ≥ 0.")
+    _number(ref.coarse_step, "reference_search.coarse_step", 0.0, low_inclusive=False)
+    _number(ref.range_below, "reference_search.range_below", 0.0)
+    _number(ref.range_above, "reference_search.range_above", 0.0)
+    if ref.refine_factor < 2 or ref.refinements < 0:
+        raise InputError("reference_search: refine_factor must be >= 2 and refinements >= 0.")
+
+
+def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
+    """The model ready to use, or a one-line InputError for a checkpoint that cannot give one.
+
+    Why: a malformed config used to end in an allocation traceback, and NaN weights in an
+    all-nodata DSM written with exit code 0.
+    """
+    label = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    try:
+        loaded, name = load_occupancy_model(model, device)
+    except ImplicityError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+            MemoryError) as exc:
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(f"--model {label}: no network can be built from this checkpoint ({type(exc).__name__}: "
+                         f"{reason}); its config is malformed or it is not an ImpliCity model. Use another "
+                         "checkpoint or export it again.") from None
+    config = loaded.config
+    for attr, high in (("patch_size", 1e5), ("image_size", 1e5), ("z_std", 1e5)):
+        value = getattr(config, attr, None)
+        try:
+            ok = math.isfinite(float(value)) and 0 < float(value) <= high
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"--model {name}: its config has {attr} = {value!r}, which no network can use; the "
+                             "checkpoint is malformed. Use another checkpoint.")
+    if isinstance(loaded, torch.nn.Module):
+        for key, tensor in [*loaded.named_parameters(), *loaded.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise InputError(f"--model {name}: weight '{key}' holds NaN or infinite values, so every height "
+                                 "would be nodata; the checkpoint is corrupt (a diverged training run?). Use "
+                                 "another checkpoint.")
+    return loaded, name
+
+
+def _grown(bounds: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:
+    return bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin
 
 
 def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions | None = None,
@@ -198,6 +272,7 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     t_start = time.perf_counter()
     options = options or ReconstructionOptions()
     _validate(options)
+    check_resolution(inputs.resolution)
     report = progress or (lambda f, m: None)
     in_paths = _input_paths(inputs)
     out = check_output_path(inputs.out_path, in_paths, option="--out", suffixes=GEOTIFF_SUFFIXES)
@@ -212,7 +287,7 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
         raise InputError(f"--precision {options.precision} needs a CUDA device; on {device} use auto (fp32).")
     log.info("reconstruct: device %s (%s)", device, reason)
     report(0.0, "loading the model")
-    model, model_name = load_occupancy_model(inputs.model, device)
+    model, model_name = _load_checked_model(inputs.model, device)
     check_image_count(len(inputs.orthos), int(model.n_images), model_name)
     report(0.0, "reading the points")
     cloud = load_points(inputs.points, inputs.points_crs)
@@ -220,17 +295,23 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     options = _scaled(options, _metres_to_map_units(crs))
     window_size = float(model.config.patch_size) * _metres_to_map_units(crs)
     z_std = float(model.config.z_std) * _metres_to_map_units(crs)
-    grid = grid_for_points(cloud.xyz, crs, inputs.resolution, inputs.extent, source=cloud.source)
-    rows = plan_windows(grid, window_size, options.stride(), options.mode, options.blend_overlap())
+    grid = grid_for_points(cloud.xyz, crs, inputs.resolution, inputs.extent, source=cloud.source,
+                           max_pixels=options.max_pixels)
+    if inputs.orthos:
+        check_ortho_coverage(inputs.orthos, crs, grid, window_size / float(model.config.image_size),
+                             options.min_ortho_coverage)
     xmin, ymin, xmax, ymax = grid.bounds
     index = PointIndex(cloud.xyz, (xmin - window_size, ymin - window_size, xmax + window_size, ymax + window_size),
                        bin_size=window_size / 4)
+    stats = _Stats(points=len(cloud), points_indexed=len(index))
     del cloud  # the index holds what is needed; a cloud read from a file can be freed now
+    rows = plan_windows(grid, window_size, options.stride(), options.mode, options.blend_overlap(),
+                        data_bounds=index.bounds)
     runner = BatchRunner(device, auto_batch_size(device, options.batch_size), is_cancelled)
-    stats = _Stats()
     total = sum(len(r) for r in rows)
     done = tiles = skipped = 0
     res = grid.resolution
+    ctx_margin = context_margin(res, options.evidence, options.fill_max_distance)
     with contextlib.ExitStack() as stack:
         orthos = stack.enter_context(OrthoWindows(inputs.orthos, crs, image_normalizer(model),
                                                   int(model.config.image_size))) if inputs.orthos else None
@@ -253,6 +334,11 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
                 if points.shape[0] < max(1, options.min_points_per_window):
                     skipped += 1
                     continue
+                ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
+                                     win.shape, options.evidence, options.fill_max_distance)
+                if not ev.eligible.any():  # no point within reach of any pixel it decodes
+                    skipped += 1
+                    continue
                 shift = float(np.median(points[:, 2]))
                 frame = WindowFrame(win.x0, win.y0, window_size, shift, z_std)
                 t0 = time.perf_counter()
@@ -265,16 +351,17 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
                 decoder = WindowDecoder(model, features, frame, np.column_stack([xx.ravel(), yy.ravel()]),
                                         device, runner, options.precision)
                 if options.mode == "fast":
-                    height = _fast_heights(decoder, points, grid, win, shift, options, stats)
+                    height, clamped = _fast_heights(decoder, ev, options, stats)
                 else:
-                    height = _reference_heights(decoder, points, xx.size, shift, options)
+                    height, clamped = _reference_heights(decoder, points, ev, shift, options)
                 conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
+                height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
                 stats.add("encode_s", t1 - t0)
                 stats.add("search_s", time.perf_counter() - t1)
                 stats.add("queries", decoder.queries)
                 stats.add("decoded_pixels", height.size)
                 acc.add(win.r0, win.c0, height.reshape(win.shape), win.weights(res),
-                        None if conf is None else conf.reshape(win.shape))
+                        None if conf is None else conf.reshape(win.shape), ev.eligible.reshape(win.shape))
                 tiles += 1
                 report(done / max(total, 1), f"window {done}/{total}")
             finished = rows[j + 1][0].r0 if j + 1 < len(rows) and rows[j + 1] else grid.height

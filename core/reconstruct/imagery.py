@@ -12,6 +12,8 @@ mean, 0, after normalisation so they carry no edge.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +24,7 @@ from affine import Affine
 from ..errors import InputError
 from ..raster import GridSpec, RasterReader
 
+log = logging.getLogger(__name__)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -89,3 +92,63 @@ def check_image_count(n_orthos: int, n_images: int, model_name: str) -> None:
         f"{kind.get(n_images, f'a model with {n_images} images')} and needs exactly {n_images}. "
         f"Give {n_images} --ortho file(s) or use a model trained for {n_orthos} image(s)."
     )
+
+
+ORTHO_WARN_COVERAGE = 0.9  # warn when valid ortho pixels cover less of the output extent than this
+MAX_ORTHO_PIXEL_FACTOR = 8.0  # refuse ortho pixels coarser than this many model image pixels
+COVERAGE_SAMPLES = 256  # the coverage is measured on a grid of at most this many pixels per side
+
+
+def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: GridSpec, image_pixel: float,
+                         min_coverage: float) -> list[float]:
+    """Refuse orthos that cannot inform the network, warn about partial ones; returns the share of
+    the output extent each one covers with valid pixels.
+
+    Why: an ortho 10 km from the cloud, one that is all nodata or a 1 x 1 px image used to be
+    accepted, and the network then saw a blank (or constant) image everywhere — silently.
+    Refused: fewer than 2 x 2 px; pixels coarser than ``MAX_ORTHO_PIXEL_FACTOR`` × ``image_pixel``
+    (the model's image pixel, 0.5 m for 64 m / 128 px); valid pixels over less than
+    ``min_coverage`` of the extent. Warned: less than ``ORTHO_WARN_COVERAGE``.
+    """
+    from rasterio.warp import transform_bounds
+
+    xmin, ymin, xmax, ymax = grid.bounds
+    step = max(xmax - xmin, ymax - ymin) / COVERAGE_SAMPLES
+    step = max(step, grid.resolution)
+    coarse = GridSpec.from_bounds(xmin, ymin, xmax, ymax, step, crs, snap=False)
+    shares = []
+    for i, path in enumerate(paths, start=1):
+        what = f"ortho-image {i}"
+        with RasterReader(path, what=what) as reader:
+            if reader.width < 2 or reader.height < 2:
+                raise InputError(f"--ortho {path}: the image is only {reader.width} x {reader.height} px; an "
+                                 "ortho-image needs at least 2 x 2 px (typically thousands) over the extent.")
+            bounds = reader.bounds_in
+            if reader.crs is not None and crs is not None and reader.crs != crs:
+                bounds = transform_bounds(reader.crs, crs, *bounds)
+            pixel = math.sqrt(max((bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), 0.0)
+                              / (reader.width * reader.height))
+            if pixel > MAX_ORTHO_PIXEL_FACTOR * image_pixel:
+                raise InputError(
+                    f"--ortho {path}: its pixels are about {pixel:.3g} map units wide, too coarse for the model, "
+                    f"which sees the image at {image_pixel:.3g} per pixel (at most {MAX_ORTHO_PIXEL_FACTOR:g}x "
+                    "coarser is accepted). Use a finer ortho-image.")
+            valid = np.isfinite(to_grey(reader.read_on_grid(coarse, "nearest")))
+        share = float(valid.mean())
+        shares.append(share)
+        ix = max(0.0, min(xmax, bounds[2]) - max(xmin, bounds[0]))
+        iy = max(0.0, min(ymax, bounds[3]) - max(ymin, bounds[1]))
+        footprint = ix * iy / max((xmax - xmin) * (ymax - ymin), 1e-12)
+        if share < min_coverage:
+            why = (f"its footprint ({bounds[0]:.1f}, {bounds[1]:.1f}, {bounds[2]:.1f}, {bounds[3]:.1f}) covers "
+                   f"{100 * footprint:.0f}% of it; check the ortho's CRS and the points' CRS"
+                   if footprint < min_coverage else
+                   f"its footprint covers {100 * footprint:.0f}% of it but the rest is nodata")
+            raise InputError(
+                f"--ortho {path}: valid pixels cover only {100 * share:.1f}% of the output extent "
+                f"({xmin:.1f}, {ymin:.1f}, {xmax:.1f}, {ymax:.1f}): {why}. At least {100 * min_coverage:.0f}% is "
+                "needed (--min-ortho-coverage); give an --extent inside the ortho or another ortho-image.")
+        if share < ORTHO_WARN_COVERAGE:
+            log.warning("--ortho %s covers only %.0f%% of the output extent with valid pixels; where it has none "
+                        "the network sees a blank image.", path, 100 * share)
+    return shares

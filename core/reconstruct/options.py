@@ -4,12 +4,17 @@ Two modes share one engine:
 
 * ``fast`` (default): 64 m windows at a 48 m stride; each window decodes only its central part plus
   the blending overlap (each pixel is decoded ~1.4 times instead of 16); the height search per pixel
-  is bracketed by the heights of the points around that pixel and refined by bisection, with a
-  final linear interpolation of the logits between the last occupied and the first free sample.
-  Pixels whose bracket does not contain the surface fall back to the wide reference range.
+  is bracketed by the heights of the points around that pixel (the evidence envelope, see
+  ``evidence.py``) and refined by bisection, with a final linear interpolation of the logits between
+  the last occupied and the first free sample. Pixels whose surface lies outside the envelope are
+  clamped to it and flagged in the confidence raster.
 * ``reference``: the reference generator's scheme — 16 m stride, every window decodes every pixel
   it covers, coarse 16 m scan from −100 m to +80 m around the window's shift, 4 refinements ÷4 with
   offsets −1…+3, the highest occupied sample wins, triangular ramp weights from 0.001 to 1.
+
+Both modes then apply the same evidence rules: heights clamped to the envelope, blended towards the
+points' own surface where the points are thin or one-sided, and no height farther than
+``fill_max_distance`` from every input point.
 """
 from __future__ import annotations
 
@@ -40,11 +45,21 @@ class ReferenceSearchOptions:
 
 
 @dataclass(frozen=True)
-class FastSearchOptions:
-    """The fast mode's bracketed search."""
+class EvidenceOptions:
+    """How the input points bound and steer the network's heights (see ``evidence.py``)."""
 
-    bracket_radius: float = 2.0  # point heights within this distance of a pixel bound its search
-    bracket_margin: float = 3.0  # searched range = [min z − margin, max z + margin] of those points
+    radius: float = 2.5  # points within ±radius of a pixel (a square) bound its height ...
+    margin: float = 3.0  # ... to [robust lowest − margin, robust highest + margin]; the fast search's bracket
+    support_radius: float = 3.0  # support = share of cells holding points within ±support_radius ...
+    thin_support: float = 0.35  # ... relative to the window's typical share: at or below, the points' surface
+    full_support: float = 0.75  # ... at or above, the network's height; smooth blend in between
+    blend: bool = True  # False: keep the network's heights at thin support (still clamped)
+
+
+@dataclass(frozen=True)
+class FastSearchOptions:
+    """The fast mode's bracketed search (the bracket is the evidence envelope)."""
+
     coarse_samples: int = 6  # samples spread over the bracket in the first pass
     max_coarse_step: float = 4.0  # ... more if the bracket is tall, so no layer thicker is skipped
     refine_factor: int = 2  # 2 = bisection (1 query per pixel and round)
@@ -76,11 +91,14 @@ class ReconstructionOptions:
     overlap: float | None = None  # fast mode: width of the blending ramp between windows (default 8 m)
     reference_search: ReferenceSearchOptions = field(default_factory=ReferenceSearchOptions)
     fast_search: FastSearchOptions = field(default_factory=FastSearchOptions)
+    evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
     adaptive_range: bool = True  # widen the reference range to the window's point heights ± margin
     range_margin: float = 10.0
     batch_size: int | None = None  # queries per decoder call; None = from free memory
     fill: FillMethod = "idw"  # pixels without an occupied sample: filled, or nodata with "none"
-    fill_max_distance: float = 10.0  # map units
+    fill_max_distance: float = 10.0  # no height farther than this from every input point (map units)
+    max_pixels: int | None = 100_000_000  # refuse larger outputs (None = no limit)
+    min_ortho_coverage: float = 0.5  # refuse an ortho whose valid pixels cover less of the extent
     precision: Precision = "auto"  # auto = fp32 (mixed precision only when asked, CUDA only)
     confidence_delta: float = 0.5  # metres above/below the surface where confidence is probed
     min_points_per_window: int = 1

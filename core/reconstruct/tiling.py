@@ -68,23 +68,30 @@ def _pixel_range(lo: float, hi: float, res: float, n: int) -> tuple[int, int]:
     return max(0, a), min(n, max(b, 0))
 
 
-def _fast_origin(span: tuple[float, float], window_size: float, extent: float) -> float:
+def _fast_origin(span: tuple[float, float], window_size: float, extent: float,
+                 data: tuple[float, float] | None = None) -> float:
     """Window start for a decode span: centred on it, but slid (while still containing the part
-    of the span inside the extent) to stay inside the extent, so border windows see a full patch
-    of points instead of mostly empty space."""
+    of the span inside the extent) to stay inside the data, so border windows see a full patch
+    of points instead of mostly empty space. ``data`` is the [start, end] of the points along the
+    axis (default: the extent); when the points reach beyond the extent, a border window is
+    centred on its span and sees the points on both sides of the extent's edge."""
+    d0, d1 = data if data is not None else (0.0, extent)
     nominal = (span[0] + span[1] - window_size) / 2
     lo_in, hi_in = max(span[0], 0.0), min(span[1], extent)
     lo_allowed, hi_allowed = hi_in - window_size, lo_in  # the window must contain [lo_in, hi_in]
-    target = (extent - window_size) / 2 if extent < window_size else min(max(nominal, 0.0), extent - window_size)
+    target = (d0 + d1 - window_size) / 2 if d1 - d0 < window_size else min(max(nominal, d0), d1 - window_size)
     return min(max(target, lo_allowed), hi_allowed)
 
 
 def plan_windows(grid: GridSpec, window_size: float, stride: float, mode: str,
-                 overlap: float = 0.0) -> list[list[Window]]:
+                 overlap: float = 0.0,
+                 data_bounds: tuple[float, float, float, float] | None = None) -> list[list[Window]]:
     """Rows (north→south) of windows covering ``grid``.
 
     fast: windows at ``stride``; each decodes its central ``stride + overlap`` square (the part with
-    the most context), neighbours' regions overlap by ``overlap`` and are blended with linear ramps.
+    the most context), neighbours' regions overlap by ``overlap`` and are blended with linear ramps;
+    border windows slide inwards, but only as far as ``data_bounds`` (the points' xmin, ymin, xmax,
+    ymax; default: the grid) requires.
     reference: windows at ``stride`` starting ``window_size − stride`` before the extent so every
     pixel is decoded by (window_size / stride)² windows, each over the whole window.
     """
@@ -102,8 +109,13 @@ def plan_windows(grid: GridSpec, window_size: float, stride: float, mode: str,
                    for k in range(max(1, math.ceil(width_m / stride - 1e-9)))]
         spans_v = [(k * stride - overlap / 2, (k + 1) * stride + overlap / 2)
                    for k in range(max(1, math.ceil(height_m / stride - 1e-9)))]
-        origins_u = [_fast_origin(span, window_size, width_m) for span in spans_u]
-        origins_v = [_fast_origin(span, window_size, height_m) for span in spans_v]
+        data_u = data_v = None
+        if data_bounds is not None:
+            gx0, _, _, gy1 = grid.bounds
+            data_u = (data_bounds[0] - gx0, data_bounds[2] - gx0)
+            data_v = (gy1 - data_bounds[3], gy1 - data_bounds[1])
+        origins_u = [_fast_origin(span, window_size, width_m, data_u) for span in spans_u]
+        origins_v = [_fast_origin(span, window_size, height_m, data_v) for span in spans_v]
         ramp = f"overlap:{overlap}"
     elif mode == "reference":
         first = math.floor(-window_size / stride) + 1
@@ -162,6 +174,16 @@ class PointIndex:
 
     def __len__(self) -> int:
         return int(self._pts.shape[0])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """(xmin, ymin, xmax, ymax) of the indexed points; None when there are none."""
+        if self._pts.shape[0] == 0:
+            return None
+        mn = self._pts[:, :2].min(axis=0).astype(np.float64)
+        mx = self._pts[:, :2].max(axis=0).astype(np.float64)
+        ox, oy = self.origin
+        return float(mn[0] + ox), float(mn[1] + oy), float(mx[0] + ox), float(mx[1] + oy)
 
     def query(self, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
         """(n, 3) float64 map coordinates of the points with xmin ≤ x < xmax, ymin ≤ y < ymax."""

@@ -1,0 +1,137 @@
+"""What the input points say about each output pixel: where its height may lie, and how much of the
+network's answer to keep.
+
+Why: on real satellite photogrammetry (the Pléiades cloud over Toulouse) the network alone dug pits
+up to 46 m deep at building edges, sank by metres along the border of the extent, and produced
+heights in empty corners of the bounding box, far from any point. Three rules keep the surface
+where the evidence is:
+
+* **Height envelope.** A pixel's height is searched, and kept, within [robust lowest − margin,
+  robust highest + margin] of the points within ``radius`` (a square of ±``radius``); a pixel
+  without such points uses the points within ``reach + radius``. "Robust": a cell (output pixel)
+  whose lowest (highest) point lies more than ``margin`` below (above) every other cell of its own
+  5 × 5 cells is ignored, so one blunder point does not open the envelope. Where the network's surface lies outside the envelope, the
+  network contradicts the points: the pixel takes the points' surface (below) and is flagged.
+* **Thin support.** Where the points around a pixel are sparse or lie on one side only (the ragged
+  edge of a cloud, the rim of a hole), the network has too little context and sinks. The share of
+  cells holding points within ``support_radius``, relative to the share typical of the window,
+  gives a weight in [0, 1]; the pixel's height is ``w · network + (1 − w) · point surface``, the
+  point surface being the highest point of the pixel's cell (lone extremes left out), and in empty
+  cells the 3 × 3 median of the nearest-filled cells.
+* **Reach.** No height at all farther than ``reach`` (the fill distance) from every point: empty
+  corners of the bounding box stay nodata and are never filled.
+
+Everything is computed per window on the window's pixels plus a halo, from the points of a context
+square around it, so results do not depend on where windows fall.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..gridding import fill_nearest, grid_points
+from ..raster import GridSpec
+from .options import EvidenceOptions
+
+
+@dataclass
+class Evidence:
+    """Per-pixel evidence of one window's decode region (arrays of shape (H·W,), row-major)."""
+
+    lo: np.ndarray  # robust lowest point height around the pixel (NaN: no point within reach)
+    hi: np.ndarray  # robust highest point height around the pixel
+    weight: np.ndarray  # share of the network's height to keep, in [0, 1]
+    points_surface: np.ndarray  # the surface of the points themselves (NaN: none within reach)
+    eligible: np.ndarray  # bool: a height is produced for this pixel (a point lies within reach)
+
+    def envelope(self, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo - margin, self.hi + margin
+
+
+def context_margin(resolution: float, options: EvidenceOptions, reach: float) -> float:
+    """How far around a window (map units) the points must be read to compute its evidence."""
+    return _halo_px(resolution, options, reach) * resolution + resolution
+
+
+def _halo_px(res: float, options: EvidenceOptions, reach: float) -> int:
+    r_px = max(1, math.ceil(options.radius / res - 1e-9))
+    far_px = math.ceil((reach + options.radius) / res - 1e-9)
+    s_px = max(1, math.ceil(options.support_radius / res - 1e-9))
+    return max(far_px, s_px) + r_px
+
+
+LONE_CELLS = 5  # a cell far below (above) all others of its 5 x 5 cells is left out
+
+
+def _drop_lone_extremes(values: np.ndarray, has: np.ndarray, size: int, low: bool, gap: float) -> np.ndarray:
+    """``values`` with each cell removed (±inf) that is the single extreme of its own neighbourhood
+    of ``size`` × ``size`` cells holding at least three values, by more than ``gap`` — a blunder,
+    not the top of a smooth roof or the bottom of a slope."""
+    fill = np.inf if low else -np.inf
+    v = np.where(has, values, fill)
+    second = ndimage.rank_filter(v, rank=1 if low else -2, size=size, mode="constant", cval=fill)
+    count = ndimage.uniform_filter(has.astype(np.float64), size=size, mode="constant") * size * size
+    with np.errstate(invalid="ignore"):
+        lone = has & ((v < second - gap) if low else (v > second + gap)) & (count > 2.5)
+    return np.where(lone, fill, v)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape: tuple[int, int],
+                    options: EvidenceOptions, reach: float) -> Evidence:
+    """Evidence for the output pixels [r0, r0 + H) × [c0, c0 + W) from ``points`` (N, 3), which must
+    hold every point within :func:`context_margin` of that region."""
+    res = grid.resolution
+    h, w = shape
+    halo = _halo_px(res, options, reach)
+    sub = grid.window(r0 - halo, c0 - halo, h + 2 * halo, w + 2 * halo)
+    zmin = grid_points(points, sub, "min").astype(np.float64)
+    zmax = grid_points(points, sub, "max").astype(np.float64)
+    has = np.isfinite(zmax)
+    core = (slice(halo, halo + h), slice(halo, halo + w))
+    if not has.any():
+        nan = np.full(h * w, np.nan)
+        return Evidence(nan, nan.copy(), np.zeros(h * w), nan.copy(), np.zeros(h * w, bool))
+    k = 2 * max(1, math.ceil(options.radius / res - 1e-9)) + 1
+    lo_cells = _drop_lone_extremes(zmin, has, LONE_CELLS, low=True, gap=options.margin)
+    hi_cells = _drop_lone_extremes(zmax, has, LONE_CELLS, low=False, gap=options.margin)
+    k_far = 2 * math.ceil((reach + options.radius) / res - 1e-9) + 1
+    lo = ndimage.minimum_filter(lo_cells, size=k, mode="constant", cval=np.inf)[core]
+    hi = ndimage.maximum_filter(hi_cells, size=k, mode="constant", cval=-np.inf)[core]
+    if k_far > k:
+        far = ~np.isfinite(lo)
+        if far.any():
+            lo = np.where(far, ndimage.minimum_filter(lo_cells, size=k_far, mode="constant", cval=np.inf)[core], lo)
+            hi = np.where(far, ndimage.maximum_filter(hi_cells, size=k_far, mode="constant", cval=-np.inf)[core], hi)
+    distance = ndimage.distance_transform_edt(~has)[core] * res
+    eligible = (distance <= reach + 1e-9) & np.isfinite(lo) & np.isfinite(hi)
+    lo = np.where(eligible, lo, np.nan)
+    hi = np.where(eligible, hi, np.nan)
+
+    kept = np.isfinite(hi_cells)
+    cells = np.where(kept, hi_cells, np.nan)
+    if kept.any():  # empty cells: the 3 x 3 median of the nearest-filled cells; others keep their own
+        gaps = ndimage.median_filter(fill_nearest(cells), size=3, mode="nearest")
+        surface = np.where(kept, cells, gaps)[core]
+    else:
+        surface = np.full((h, w), np.nan)
+    surface = np.where(eligible, np.clip(surface, lo, hi), np.nan)
+
+    if options.blend:
+        s = 2 * max(1, math.ceil(options.support_radius / res - 1e-9)) + 1
+        share = ndimage.uniform_filter(has.astype(np.float64), size=s, mode="constant")
+        typical = float(np.percentile(share[has], 90))
+        support = share[core] / max(typical, 1e-6)
+        span = max(options.full_support - options.thin_support, 1e-6)
+        weight = _smoothstep((support - options.thin_support) / span)
+    else:
+        weight = np.ones((h, w))
+    weight = np.where(eligible, weight, 0.0)
+    return Evidence(lo.ravel(), hi.ravel(), weight.ravel(), surface.ravel(), eligible.ravel())
