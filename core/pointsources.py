@@ -466,6 +466,16 @@ def write_ept(src: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str]", 
             {"name": "PointSourceId", "type": "unsigned", "size": 2},
             {"name": "GpsTime", "type": "float", "size": 8},
         ] + ([{"name": c, "type": "unsigned", "size": 2} for c in ("Red", "Green", "Blue")] if point_format == 3 else [])
+        # Per-dimension statistics, as Entwine writes them: QGIS reads them to choose its renderer
+        # (8- or 16-bit colour stretch); without them 16-bit RGB renders as plain white.
+        las_names = {"X": "x", "Y": "y", "Z": "z", "ReturnNumber": "return_number",
+                     "NumberOfReturns": "number_of_returns", "ScanDirectionFlag": "scan_direction_flag",
+                     "EdgeOfFlightLine": "edge_of_flight_line", "ScanAngleRank": "scan_angle_rank",
+                     "UserData": "user_data", "PointSourceId": "point_source_id", "GpsTime": "gps_time"}
+        for dim in schema:
+            values = np.asarray(las[las_names.get(dim["name"], dim["name"].lower())], dtype=np.float64)
+            dim.update(count=int(values.size), minimum=float(values.min()), maximum=float(values.max()),
+                       mean=float(values.mean()), stddev=float(values.std()), variance=float(values.var()))
         srs = {}
         if the_crs is not None:
             srs["wkt"] = the_crs.to_wkt()

@@ -1,15 +1,17 @@
 """The "ImpliCity" submenu in the layer tree's right-click menu.
 
 Point-cloud layers get Reconstruct / Baseline / Reference; raster layers get Evaluate. Each entry
-opens the algorithm's dialog with the layer pre-filled: a valid point-cloud layer goes into the
-layer parameter, an invalid one (LAS/LAZ without PDAL in QGIS 3.22) into the file parameter.
+opens the algorithm's dialog with the layer pre-filled: a valid point-cloud layer (EPT in QGIS 3.22;
+LAS/LAZ/COPC too with PDAL) goes into the layer parameter, an invalid one (LAS/LAZ without PDAL)
+into the file parameter. Evaluate gets the clicked raster as DSM and, when the project has one, a
+raster named like a reference as Reference DSM — never the same raster twice.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from qgis.core import QgsMapLayer, QgsMapLayerType, QgsPointCloudLayer, QgsRasterLayer
+from qgis.core import QgsMapLayer, QgsMapLayerType, QgsPointCloudLayer, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtWidgets import QAction
 
 from .algorithms.common import POINTS, POINTS_FILE, plugin_icon
@@ -35,6 +37,16 @@ ENTRIES: tuple[MenuEntry, ...] = (
 )
 
 
+def reference_candidate(dsm: QgsRasterLayer, project: "QgsProject | None" = None) -> "QgsRasterLayer | None":
+    """Another raster of the project (not on the DSM's file) whose name says it is a reference."""
+    project = project or QgsProject.instance()
+    for layer in project.mapLayers().values():
+        if (isinstance(layer, QgsRasterLayer) and layer.id() != dsm.id() and layer.source() != dsm.source()
+                and "reference" in layer.name().lower() and "hillshade" not in layer.name().lower()):
+            return layer
+    return None
+
+
 def prefilled_parameters(algorithm: str, layer: QgsMapLayer) -> dict:
     """Dialog parameters with ``layer`` in the right slot for ``algorithm``."""
     if isinstance(layer, QgsPointCloudLayer):
@@ -42,7 +54,11 @@ def prefilled_parameters(algorithm: str, layer: QgsMapLayer) -> dict:
             return {POINTS: layer.id()}
         return {POINTS_FILE: layer.source().split("|")[0]}
     if isinstance(layer, QgsRasterLayer) and algorithm == "evaluatedsm":
-        return {"DSM": layer.id()}
+        parameters = {"DSM": layer.id()}
+        reference = reference_candidate(layer)
+        if reference is not None:
+            parameters["REFERENCE"] = reference.id()
+        return parameters
     return {}
 
 

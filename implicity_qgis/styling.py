@@ -1,9 +1,13 @@
-"""Styles for the rasters the algorithms load: DSM (hillshade over a colour ramp), residual, confidence.
+"""Styles for the rasters the algorithms load: DSM (hillshade over a colour ramp), residual, confidence, mask.
 
 QGIS 3.22 draws one renderer per raster layer, so "hillshade over pseudocolour" is two layers on
 the same file: the DSM with a colour ramp and, just above it in the layer tree, a multi-directional
-hillshade blended with *multiply*. Styling happens in a layer post-processor, which Processing calls
-in the main thread after loading the output into the project.
+hillshade blended with *multiply*. The hillshade is computed at the raster's own resolution and
+resampled bilinearly when zoomed in: computed on nearest-neighbour upsampled heights it would be
+flat inside each pixel and dark at every pixel edge (a grid). Legends say what the values are
+("Height (m)", two decimals) instead of "Band 1 (Gray)". Styling happens in a layer post-processor,
+which Processing calls in the main thread after loading the output into the project; it also sets
+the layer's name (input and model), so runs stay distinguishable in the layer tree.
 """
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ from collections import deque
 from typing import Sequence
 
 from qgis.core import (
+    QgsBasicNumericFormat,
+    QgsBilinearRasterResampler,
     QgsColorRampShader,
     QgsGradientColorRamp,
     QgsGradientStop,
     QgsHillshadeRenderer,
+    QgsLayerTreeLayer,
+    QgsMapLayerLegendUtils,
+    QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
@@ -23,6 +32,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
+    QgsUnitTypes,
 )
 from qgis.PyQt.QtGui import QColor, QPainter
 
@@ -30,7 +40,9 @@ from qgis.PyQt.QtGui import QColor, QPainter
 DSM_COLOURS: Sequence[str] = ("#2b6ca3", "#4fa36b", "#c9d67a", "#e3b15a", "#b0694a", "#f4f1ee")
 RESIDUAL_COLOURS: Sequence[str] = ("#2166ac", "#f7f7f7", "#b2182b")  # DSM too low / right / too high
 CONFIDENCE_COLOURS: Sequence[str] = ("#440154", "#21918c", "#fde725")
-HILLSHADE_SUFFIX = " (hillshade)"
+HILLSHADE_SUFFIX = " — hillshade"
+LEGEND_DECIMALS = 2
+KINDS = ("dsm", "residual", "confidence", "mask")
 HILLSHADE_OPACITY = 0.4  # enough relief to read roofs, not so much that walls turn black
 RESIDUAL_SATURATION = 5.0  # map units: larger errors get the end colours
 
@@ -51,6 +63,12 @@ def _pseudocolor(layer: QgsRasterLayer, colours: Sequence[str], vmin: float, vma
     shader_fn.setColorRampItemList(items)
     shader_fn.setMinimumValue(vmin)
     shader_fn.setMaximumValue(vmax)
+    legend = shader_fn.legendSettings()
+    number_format = QgsBasicNumericFormat()
+    number_format.setNumberDecimalPlaces(LEGEND_DECIMALS)
+    number_format.setShowTrailingZeros(True)
+    legend.setNumericFormat(number_format)
+    shader_fn.setLegendSettings(legend)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(shader_fn)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
@@ -79,6 +97,9 @@ def style_dsm(layer: QgsRasterLayer, project: "QgsProject | None" = None) -> "Qg
     hill.setMultiDirectional(True)
     hill.setZFactor(1.0)
     shade.setRenderer(hill)
+    # Shade at the source resolution, then interpolate: no pixel-edge grid when zoomed in.
+    shade.resampleFilter().setZoomedInResampler(QgsBilinearRasterResampler())
+    shade.resampleFilter().setMaxOversampling(1.0)
     shade.setBlendMode(QPainter.CompositionMode_Multiply)
     shade.setOpacity(HILLSHADE_OPACITY)
     project.addMapLayer(shade, False)
@@ -103,35 +124,80 @@ def style_confidence(layer: QgsRasterLayer) -> None:
     layer.triggerRepaint()
 
 
+def style_mask(layer: QgsRasterLayer) -> None:
+    """Building mask: 1 = building in red, 0 transparent (the map below stays readable)."""
+    classes = [QgsPalettedRasterRenderer.Class(0, QColor(0, 0, 0, 0), "not building"),
+               QgsPalettedRasterRenderer.Class(1, QColor("#d7301f"), "building")]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    layer.triggerRepaint()
+
+
+def height_unit(layer: QgsRasterLayer) -> str:
+    """' (m)' / ' (ft)': heights are in the map units of a projected CRS; '' when unknown."""
+    units = layer.crs().mapUnits() if layer.crs().isValid() else QgsUnitTypes.DistanceUnknownUnit
+    if units in (QgsUnitTypes.DistanceUnknownUnit, QgsUnitTypes.DistanceDegrees):
+        return ""
+    return f" ({QgsUnitTypes.toAbbreviatedString(units)})"
+
+
+def legend_title(layer: QgsRasterLayer, kind: str) -> "str | None":
+    """The first legend row: what the colours mean, instead of the band name."""
+    if kind == "dsm":
+        return "Height" + height_unit(layer)
+    if kind == "residual":
+        return "DSM − reference" + height_unit(layer)
+    if kind == "confidence":
+        return "Confidence (0–1)"
+    return None
+
+
+def set_legend_title(node: "QgsLayerTreeLayer | None", title: "str | None") -> None:
+    """Label the legend's band-name row (node 0) of a pseudocolour layer in the layer tree."""
+    if node is not None and title:
+        QgsMapLayerLegendUtils.setLegendNodeUserLabel(node, 0, title)
+
+
 class RasterStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Applies one of the styles above to an output when Processing loads it into the project."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, name: "str | None" = None):
         super().__init__()
-        if kind not in ("dsm", "residual", "confidence"):
+        if kind not in KINDS:
             raise ValueError(f"unknown style kind {kind!r}")
         self.kind = kind
+        self.name = name
 
     def postProcessLayer(self, layer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:  # noqa: N802
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return
+        if self.name:
+            layer.setName(self.name)
+        project = context.project() or QgsProject.instance()
         if self.kind == "dsm":
-            style_dsm(layer, context.project() or QgsProject.instance())
+            style_dsm(layer, project)
         elif self.kind == "residual":
             style_residual(layer)
-        else:
+        elif self.kind == "confidence":
             style_confidence(layer)
+        else:
+            style_mask(layer)
+        node = project.layerTreeRoot().findLayer(layer.id())
+        set_legend_title(node, legend_title(layer, self.kind))
 
 
 # Processing holds post-processors by raw pointer: Python must keep them alive until they have run.
 _KEEP_ALIVE: "deque[RasterStylePostProcessor]" = deque(maxlen=64)
 
 
-def attach_style(context: QgsProcessingContext, output_path: str, kind: str) -> bool:
-    """Style ``output_path`` when it is loaded on completion; False when it will not be loaded."""
+def attach_style(context: QgsProcessingContext, output_path: str, kind: str, name: "str | None" = None) -> bool:
+    """Style (and name) ``output_path`` when it is loaded on completion; False when it will not be."""
     if not output_path or not context.willLoadLayerOnCompletion(output_path):
         return False
-    processor = RasterStylePostProcessor(kind)
+    processor = RasterStylePostProcessor(kind, name)
     _KEEP_ALIVE.append(processor)
-    context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(processor)
+    details = context.layerToLoadOnCompletionDetails(output_path)
+    if name:
+        details.name = name
+        details.forceName = True
+    details.setPostProcessor(processor)
     return True

@@ -1,7 +1,7 @@
 """Build the installable QGIS plugin zip: one top folder ``implicity/`` with the plugin's files only.
 
-Used by ``make package`` (``/usr/bin/python3 tools/package_plugin.py --out dist/implicity.zip``);
-standard library only. What goes in is listed explicitly (:data:`INCLUDE`); tests, benchmarks,
+Used by ``make package`` (``/usr/bin/python3 tools/package_plugin.py --out dist/implicity.zip``) and
+``make deploy`` (``--enable PROFILE`` marks it enabled in a QGIS profile); standard library only. What goes in is listed explicitly (:data:`INCLUDE`); tests, benchmarks,
 virtual environments, caches and development documents never do. Entries are sorted and dated
 with a fixed timestamp so the same tree always gives the same zip.
 """
@@ -67,12 +67,48 @@ def build_zip(out: Path, root: Path = REPO) -> list[str]:
     return names
 
 
+def enable_plugin(profile: Path, name: str = PLUGIN_NAME) -> Path:
+    """Mark the plugin enabled in a QGIS profile, as Plugins → Manage and Install Plugins does.
+
+    Sets ``[PythonPlugins] <name>=true`` in ``<profile>/QGIS/QGIS3.ini`` (what the desktop and
+    ``qgis_process`` read), editing only that line so every other setting stays as it was; the file
+    is replaced atomically. Returns the ini's path.
+    """
+    ini = Path(profile) / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    lines = ini.read_text(encoding="utf-8").splitlines() if ini.is_file() else []
+    entry = f"{name}=true"
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "[PythonPlugins]")
+    except StopIteration:
+        lines += ([""] if lines and lines[-1].strip() else []) + ["[PythonPlugins]", entry]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        keys = [i for i in range(start + 1, end) if lines[i].split("=", 1)[0].strip() == name]
+        if keys:
+            lines[keys[0]] = entry
+            for i in reversed(keys[1:]):
+                del lines[i]
+        else:
+            lines.insert(start + 1, entry)
+    tmp = ini.with_name(f".{ini.name}.part")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(ini)
+    return ini
+
+
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "dist" / f"{PLUGIN_NAME}.zip"), help="zip to write")
     parser.add_argument("--list", action="store_true", help="print the archive's entries")
+    parser.add_argument("--root", default=str(REPO), help="plugin source tree (default: this repository)")
+    parser.add_argument("--enable", metavar="PROFILE", help="only enable the plugin in this QGIS profile folder")
     args = parser.parse_args(argv)
-    names = build_zip(Path(args.out))
+    if args.enable:
+        ini = enable_plugin(Path(args.enable))
+        print(f"{PLUGIN_NAME} enabled in {ini}")
+        return 0
+    names = build_zip(Path(args.out), Path(args.root))
     if args.list:
         print("\n".join(names))
     size = Path(args.out).stat().st_size

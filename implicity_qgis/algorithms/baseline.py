@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, advanced,
-                     progress_callback, to_qgs_crs)
+                     progress_callback)
 from ..styling import attach_style
 
 STATISTICS = ("max", "median", "mean", "min")
@@ -63,18 +63,19 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
     def run_job(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ...core.baseline import make_baseline_dsm
 
-        cloud = self.read_point_cloud(parameters, context, feedback)
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
+        self.check_outputs(parameters, context, [(out, "--out")])
+        cloud, extent, source = self.read_point_cloud(parameters, context, feedback, progress_end=20.0)
         outlier = self.parameterAsDouble(parameters, self.OUTLIER_THRESHOLD, context)
+        statistic = STATISTICS[self.parameterAsEnum(parameters, self.STATISTIC, context)]
         grid = make_baseline_dsm(
             cloud, out, self.parameterAsDouble(parameters, RESOLUTION, context),
-            statistic=STATISTICS[self.parameterAsEnum(parameters, self.STATISTIC, context)],
+            statistic=statistic,
             fill=FILLS[self.parameterAsEnum(parameters, self.FILL, context)],
             fill_max_distance=self.parameterAsDouble(parameters, self.FILL_MAX_DISTANCE, context),
             outlier_threshold=outlier if outlier > 0 else None,
-            extent=self.extent_in(parameters, context, to_qgs_crs(cloud.crs)),
-            progress=progress_callback(feedback), is_cancelled=feedback.isCanceled,
+            extent=extent, progress=progress_callback(feedback, 20.0, 100.0), is_cancelled=feedback.isCanceled,
         )
         feedback.pushInfo(f"Baseline DSM: {out} ({grid.width} x {grid.height} px)")
-        attach_style(context, out, "dsm")
+        attach_style(context, out, "dsm", f"{source.name} — baseline DSM ({statistic})")
         return {OUTPUT: out}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from qgis.core import (
     QgsProcessingContext,
@@ -27,6 +28,20 @@ def raster_path(layer) -> str:
             f"Raster '{layer.name()}' is not a file-based (GDAL) raster ({layer.providerType()}); "
             "save it as GeoTIFF first (Export > Save As).")
     return layer.source().split("|")[0]
+
+
+def same_raster(a, b) -> bool:
+    """The same layer, or two layers on the same file (comparing them would give all-zero metrics)."""
+    if a.id() == b.id():
+        return True
+    try:
+        return os.path.realpath(raster_path(a)) == os.path.realpath(raster_path(b))
+    except QgsProcessingException:
+        return a.source() == b.source()
+
+
+SAME_RASTER_MESSAGE = ("'DSM' and 'Reference DSM' are the same raster ('{name}'); every residual would be 0. "
+                       "Choose the DSM to evaluate and a different, independent reference DSM.")
 
 
 class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
@@ -55,7 +70,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             "reference grid (reprojected if its CRS differs; nearest when the grids coincide); the residual "
             "r = DSM − reference is taken where both are valid.<br><br>"
             "<b>DSM</b>: the DSM to evaluate (any GDAL raster).<br>"
-            "<b>Reference DSM</b>: the ground truth, e.g. from <i>Reference DSM from classified LiDAR</i>.<br>"
+            "<b>Reference DSM</b>: the ground truth, e.g. from <i>Reference DSM from classified LiDAR</i>; it "
+            "must be another raster than the DSM.<br>"
             "<b>Building mask</b> (optional): 0/1 raster; adds <i>building</i> (mask dilated by the building "
             "dilation, so façades count as building) and <i>terrain</i> (the rest) to <i>overall</i>.<br>"
             "<b>Building dilation</b> (advanced): pixels added around the mask (2, as in the paper).<br>"
@@ -79,6 +95,14 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         for key in OVERALL_OUTPUTS:
             self.addOutput(QgsProcessingOutputNumber(f"OVERALL_{key.upper()}", f"Overall {key.upper()}"))
 
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
+        # In the dialog this stops Run before a task starts (e.g. both combo boxes on the one raster).
+        dsm = self.parameterAsRasterLayer(parameters, self.DSM, context) if parameters.get(self.DSM) else None
+        ref = self.parameterAsRasterLayer(parameters, self.REFERENCE, context) if parameters.get(self.REFERENCE) else None
+        if dsm is not None and ref is not None and same_raster(dsm, ref):
+            return False, SAME_RASTER_MESSAGE.format(name=dsm.name())
+        return super().checkParameterValues(parameters, context)
+
     def run_job(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ...core.evaluation import evaluate_dsm
 
@@ -88,6 +112,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             if parameters.get(self.BUILDING_MASK) else None
         if dsm is None or ref is None:
             raise QgsProcessingException("Choose both a DSM and a reference DSM raster.")
+        if same_raster(dsm, ref):
+            raise QgsProcessingException(SAME_RASTER_MESSAGE.format(name=dsm.name()))
         residual = self.parameterAsOutputLayer(parameters, self.RESIDUAL, context)
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context) or None
         js = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) or None
@@ -99,7 +125,7 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         )
         feedback.setProgress(100)
         feedback.pushInfo(f"DSM: {report.dsm}\nReference: {report.reference}\n\n" + report.as_table())
-        attach_style(context, residual, "residual")
+        attach_style(context, residual, "residual", f"{dsm.name()} − {ref.name()} (residual)")
         overall = report.regions["overall"]
         results = {self.RESIDUAL: residual, self.OUTPUT_HTML: html, self.OUTPUT_JSON: js}
         for key in OVERALL_OUTPUTS:

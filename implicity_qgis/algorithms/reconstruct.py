@@ -15,7 +15,8 @@ from qgis.core import (
 )
 
 from .. import dependencies as deps
-from implicity.core.shipped_models import default_model, missing_model_message
+from implicity.core.shipped_models import MODELS_DIR, default_model, missing_model_message
+from ...core.errors import CancelledError
 from ..styling import attach_style
 from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, advanced,
                      check_raster_overlap, progress_callback, to_qgs_crs)
@@ -24,6 +25,16 @@ from .evaluate import raster_path
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("fast", "reference")
 READ_SHARE = 5.0  # % of the progress bar for reading the points
+WINDOW_M = 64.0  # ImpliCity's window: points this far around the extent feed its border windows
+
+
+def model_label(model: Path) -> str:
+    """'ImpliCity-0' / '-mono' / '-stereo' for a shipped checkpoint, the file's stem otherwise."""
+    model = Path(model)
+    parts = model.stem.split("-")
+    if model.parent.resolve() == MODELS_DIR.resolve() and len(parts) >= 2 and parts[0] == "implicity":
+        return f"ImpliCity-{parts[1]}"
+    return model.stem
 
 
 class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
@@ -51,19 +62,20 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "point, whether it lies inside a building or the ground; the DSM height of each pixel is where "
             "that occupancy crosses 0.5. The area is processed in 64 m windows that are blended seamlessly, "
             "so any extent works; the GUI stays responsive and Cancel stops after the current window "
-            "(no partial file is left).<br><br>" + POINTS_HELP
+            "(no partial file is left; Cancel is honoured within about a second).<br><br>" + POINTS_HELP
             + "<b>Ortho-images</b> (optional): 0, 1 or 2 raster layers (grey or RGB, any CRS and pixel size: "
             "reprojected on the fly to the point cloud's CRS; they must overlap the points). Their number "
             "must match the model: ImpliCity-0 none, ImpliCity-mono one, ImpliCity-stereo two.<br>"
             "<b>Model checkpoint</b> (optional): a trained .pt file; empty = the model shipped with the plugin "
-            "for that number of images.<br>" + RESOLUTION_HELP + EXTENT_HELP
+            "for that number of images (ImpliCity-0, -mono or -stereo).<br>" + RESOLUTION_HELP + EXTENT_HELP
             + "<b>Device</b>: auto (a CUDA GPU if present, else the CPU), cpu or cuda. The device used is logged.<br>"
             "<b>Search mode</b> (advanced): fast (default) or reference (the original exhaustive search; "
             "20–50× slower, for comparison).<br>"
             "<b>Confidence</b> (optional): raster in [0, 1], the occupancy just below minus just above the "
             "surface (1 = sharp, certain surface; 0 = a guess or a filled hole).<br>"
             "<b>DSM</b>: float32 Cloud-Optimized GeoTIFF in the point cloud's CRS (nodata -9999), added to the "
-            "map with a hillshade over a colour ramp. The log lists the device, windows and run time."
+            "map as '&lt;input&gt; — DSM (&lt;model&gt;)' with a hillshade over a colour ramp. The log lists the "
+            "device, windows and run time."
         )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
@@ -71,7 +83,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(self.ORTHOS, "Ortho-images (0, 1 or 2)",
                                                                QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "Model checkpoint (empty = shipped model for the number of images)", optional=True,
+            self.MODEL, "Model checkpoint (empty = shipped model)", optional=True,
             fileFilter="PyTorch checkpoints (*.pt *.pth *.ckpt)"))
         self.add_resolution_and_extent()
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
@@ -107,17 +119,19 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
         orthos = self._orthos(parameters, context)
         model = self._model(parameters, context, len(orthos))
         device, reason = resolve_device(DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)])
-        feedback.pushInfo(f"Model: {model}\nDevice: {device} ({reason})")
-        cloud = self.read_point_cloud(parameters, context, feedback)
+        label = model_label(model)
+        feedback.pushInfo(f"Model: {model} ({label})\nDevice: {device} ({reason})")
+        out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
+        conf = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        self.check_outputs(parameters, context, [(out, "--out"), (conf, "--confidence-out")])
+        cloud, extent, source = self.read_point_cloud(parameters, context, feedback, margin_m=WINDOW_M,
+                                                      progress_end=READ_SHARE)
         cloud_crs = to_qgs_crs(cloud.crs)
-        extent = self.extent_in(parameters, context, cloud_crs)
         for i, layer in enumerate(orthos, start=1):
             check_raster_overlap(layer, f"Ortho-image {i}", cloud_crs, extent or cloud.bounds, context, feedback)
         feedback.setProgress(READ_SHARE)
         if feedback.isCanceled():
-            return {}
-        out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
-        conf = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+            raise CancelledError("reconstruction stopped by the user; no output was written")
         inputs = ReconstructionInputs(
             points=cloud, model=str(model), out_path=out, resolution=self.parameterAsDouble(parameters, RESOLUTION, context),
             orthos=tuple(raster_path(layer) for layer in orthos), confidence_path=conf, extent=extent,
@@ -129,7 +143,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
         feedback.pushInfo(
             f"DSM: {result.dsm_path} ({result.width} x {result.height} px); {result.tiles} windows "
             f"({result.tiles_skipped} without points) on {result.device} in {result.seconds:.1f} s")
-        attach_style(context, out, "dsm")
+        attach_style(context, out, "dsm", f"{source.name} — DSM ({label})")
         if conf:
-            attach_style(context, conf, "confidence")
+            attach_style(context, conf, "confidence", f"{source.name} — confidence ({label})")
         return {OUTPUT: out, self.CONFIDENCE: conf}

@@ -9,7 +9,7 @@ from qgis.core import (
 )
 
 from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm,
-                     progress_callback, to_qgs_crs)
+                     progress_callback)
 from ..styling import attach_style
 
 
@@ -52,16 +52,18 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
     def run_job(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ...core.reference import make_reference_dsm
 
-        cloud = self.read_point_cloud(parameters, context, feedback)
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         mask = self.parameterAsOutputLayer(parameters, self.BUILDING_MASK, context) or None
+        self.check_outputs(parameters, context, [(out, "--out"), (mask, "--building-mask-out")])
+        cloud, extent, source = self.read_point_cloud(parameters, context, feedback, progress_end=20.0)
         grid = make_reference_dsm(
             cloud, out, self.parameterAsDouble(parameters, RESOLUTION, context), building_mask_out=mask,
             fill_max_distance=self.parameterAsDouble(parameters, self.FILL_MAX_DISTANCE, context),
-            extent=self.extent_in(parameters, context, to_qgs_crs(cloud.crs)),
-            progress=progress_callback(feedback), is_cancelled=feedback.isCanceled,
+            extent=extent, progress=progress_callback(feedback, 20.0, 100.0), is_cancelled=feedback.isCanceled,
         )
         feedback.pushInfo(f"Reference DSM: {out} ({grid.width} x {grid.height} px)"
                           + (f"; building mask: {mask}" if mask else ""))
-        attach_style(context, out, "dsm")
+        attach_style(context, out, "dsm", f"{source.name} — reference DSM")
+        if mask:
+            attach_style(context, mask, "mask", f"{source.name} — building mask")
         return {OUTPUT: out, self.BUILDING_MASK: mask}
