@@ -27,7 +27,7 @@ help:
 	@echo "make bench   - run the benchmarks under bench/"
 	@echo "make model-card - evaluate the shipped models on the held-out protocol (needs ../shared/data)"
 	@echo "make package - build the installable QGIS plugin zip in dist/"
-	@echo "make deploy  - install the plugin zip into the QGIS profile"
+	@echo "make deploy  - install the plugin zip into the QGIS profile and enable it"
 	@echo "make qgis    - start QGIS with the plugin deployed"
 
 setup: apt $(STAMP)
@@ -74,6 +74,8 @@ deploy: package
 	[ ! -d "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)" ] || mv "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)" "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME).old"
 	cd "$(QGIS_PROFILE)/python/plugins" && unzip -q "$(CURDIR)/dist/$(PLUGIN_NAME).zip"
 	rm -rf "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME).old"
+	@# Enabled as Plugins > Manage would do it: the desktop and qgis_process load it without a click.
+	$(SYS_PYTHON) tools/package_plugin.py --enable "$(QGIS_PROFILE)"
 	@echo "Deployed to $(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)"
 
 qgis: setup deploy
