@@ -157,3 +157,32 @@ def test_evaluate_refuses_rasters_that_do_not_overlap(delft_outputs, tmp_path):
     write_geotiff(far, np.full((grid.height, grid.width), 5.0, np.float32), grid)
     with pytest.raises(QgsProcessingException, match="no valid pixels in common"):
         _run("evaluatedsm", {"DSM": str(far), "REFERENCE": delft_outputs["ref"], "RESIDUAL": str(tmp_path / "r.tif")})
+
+
+def test_evaluate_refuses_the_same_raster_as_dsm_and_reference(delft_outputs, qgis_new_project, tmp_path):
+    """Both combo boxes on one raster (what the right-click route used to give): all metrics would be 0."""
+    from qgis.core import QgsProcessingContext, QgsRasterLayer
+
+    first = QgsRasterLayer(delft_outputs["base"], "delft_crop — baseline DSM (max)")
+    second = QgsRasterLayer(delft_outputs["base"], "the same file again")
+    qgis_new_project.addMapLayers([first, second])
+    alg = _registered("evaluatedsm")
+    context = QgsProcessingContext()
+    context.setProject(qgis_new_project)
+    for dsm, ref in ((first, first), (first, second)):
+        params = {"DSM": dsm.id(), "REFERENCE": ref.id(), "RESIDUAL": str(tmp_path / "r.tif")}
+        ok, message = alg.checkParameterValues(params, context)  # the dialog's Run button
+        assert not ok and "'DSM' and 'Reference DSM' are the same raster" in message
+        with pytest.raises(QgsProcessingException, match="same raster .*different, independent reference"):
+            _run("evaluatedsm", params)
+    assert not (tmp_path / "r.tif").exists()
+    ok, _ = alg.checkParameterValues({"DSM": delft_outputs["base"], "REFERENCE": delft_outputs["ref"],
+                                      "RESIDUAL": str(tmp_path / "r.tif")}, context)
+    assert ok
+
+
+def _registered(name: str):
+    """The registered algorithm, as the dialog uses it."""
+    from qgis.core import QgsApplication
+
+    return QgsApplication.processingRegistry().algorithmById(f"implicity:{name}")

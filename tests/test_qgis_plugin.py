@@ -117,6 +117,25 @@ def test_raster_entry_opens_evaluate_with_the_dsm(plugin, qgis_iface, dialog_cal
     assert dialog_calls == [("implicity:evaluatedsm", {"DSM": layer.id()})] and parameters == {"DSM": layer.id()}
 
 
+def test_evaluate_entry_prefills_a_reference_but_never_the_same_raster(plugin, qgis_new_project, dialog_calls,
+                                                                          tmp_path):
+    import numpy as np
+    from rasterio.crs import CRS
+
+    from implicity.core.raster import GridSpec, write_geotiff
+
+    grid = GridSpec.from_bounds(0, 0, 10, 10, 1.0, CRS.from_epsg(28992))
+    for name in ("dsm", "ref"):
+        write_geotiff(tmp_path / f"{name}.tif", np.ones((10, 10), np.float32), grid)
+    dsm = QgsRasterLayer(str(tmp_path / "dsm.tif"), "delft — DSM (ImpliCity-0)")
+    shade = QgsRasterLayer(str(tmp_path / "dsm.tif"), "delft — DSM (ImpliCity-0) — hillshade")
+    qgis_new_project.addMapLayers([dsm, shade])
+    assert plugin.context_menu.trigger("evaluatedsm", dsm) == {"DSM": dsm.id()}  # nothing else to offer
+    ref = QgsRasterLayer(str(tmp_path / "ref.tif"), "delft — reference DSM")
+    qgis_new_project.addMapLayer(ref)
+    assert plugin.context_menu.trigger("evaluatedsm", dsm) == {"DSM": dsm.id(), "REFERENCE": ref.id()}
+
+
 def test_context_menu_offers_missing_packages_before_the_dialog(plugin, dialog_calls, monkeypatch, delft_crop_laz):
     from implicity.implicity_qgis import dependencies as deps
 

@@ -183,3 +183,110 @@ def test_cancel_stops_and_leaves_no_file(implicity_provider, delft_crop_laz, sta
         _run(_params(delft_crop_laz, tmp_path / "dsm.tif", MODEL=str(stand_in.path), RESOLUTION=0.5), log)
     assert not (tmp_path / "dsm.tif").exists()
     assert not list(tmp_path.glob(".dsm*"))  # no temporary part file either
+
+
+def test_ept_layer_route_runs_end_to_end_and_names_the_dsm(implicity_provider, qgis_new_project, qgis_iface,
+                                                           delft_crop_laz, stand_in, tmp_path):
+    """The right-click route on Debian's QGIS: an EPT point-cloud layer in, a named, styled DSM out."""
+    import processing
+    from qgis.core import QgsPointCloudLayer, QgsProject
+
+    from implicity.core.pointsources import write_ept
+    from implicity.implicity_qgis.context_menu import prefilled_parameters
+
+    ept = write_ept(delft_crop_laz, tmp_path / "delft_ept", crs="EPSG:28992", node_capacity=10_000)
+    layer = QgsPointCloudLayer(str(ept), "delft_crop", "ept")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    params = {**prefilled_parameters("reconstructdsm", layer), "MODEL": str(stand_in.path), "RESOLUTION": 2.0,
+              "DEVICE": 1, "OUTPUT": str(tmp_path / "dsm.tif")}
+    assert params["POINTS"] == layer.id()
+    processing.runAndLoadResults("implicity:reconstructdsm", params)
+    with rasterio.open(tmp_path / "dsm.tif") as ds:
+        assert ds.crs.to_epsg() == 28992 and ds.read(1, masked=True).count() > 0.9 * ds.width * ds.height
+    names = [n.name() for n in QgsProject.instance().layerTreeRoot().findLayers()]
+    assert names[:2] == ["delft_crop — DSM (standin) — hillshade", "delft_crop — DSM (standin)"]
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_shipped_model_is_named_by_its_kind():
+    from implicity.core.shipped_models import default_model
+    from implicity.implicity_qgis.algorithms.reconstruct import model_label
+
+    assert model_label(default_model(0)) == "ImpliCity-0"
+    assert model_label(default_model(1)) == "ImpliCity-mono"
+    assert model_label("/elsewhere/my_city_v2.pt") == "my_city_v2"
+
+
+def test_ortho_in_a_custom_crs_equal_to_the_clouds_is_named_not_blank(implicity_provider, qgis_new_project,
+                                                                       stand_in, tmp_path):
+    """Nîmes LiDAR (EPSG:2154) and an ortho whose layer CRS is a user-defined Lambert-93 (authority id
+    'USER:…', no EPSG code): the log used to say "is in ; it is reprojected"."""
+    from pathlib import Path
+
+    from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsRasterLayer
+
+    from implicity.core.raster import GridSpec, write_geotiff
+
+    from .conftest import crop_las
+
+    nimes = Path(__file__).resolve().parents[1] / "data" / "nimes_lidarhd" / "subsampled_nimes.laz"
+    bounds = (809400.0, 6304900.0, 809464.0, 6304964.0)
+    cloud = crop_las(nimes, tmp_path / "nimes.laz", bounds)
+    grid = GridSpec.from_bounds(*bounds, 0.5, CRS.from_epsg(2154))
+    write_geotiff(tmp_path / "ortho.tif", (np.indices((grid.height, grid.width)).sum(0) % 255).astype(np.float32)[None],
+                  grid)
+    stand_in.model = NearestHeightModel(1)
+    layer = QgsRasterLayer(str(tmp_path / "ortho.tif"), "ortho")
+    custom = QgsCoordinateReferenceSystem.fromProj("+proj=lcc +lat_0=46.5 +lon_0=3 +lat_1=49 +lat_2=44 +x_0=700000 "
+                                                   "+y_0=6600000 +ellps=GRS80 +units=m +no_defs")
+    QgsApplication.createDatabase()  # the profile's qgis.db, where user CRSs live (test profile of pytest-qgis)
+    crs_id = custom.saveAsUserCrs("Lambert 93 chantier")
+    assert crs_id > 0
+    try:
+        assert custom.authid() == f"USER:{crs_id}"  # as Settings > Custom Projections gives it: no EPSG code
+        layer.setCrs(custom)
+        qgis_new_project.addMapLayer(layer)
+        log = Recorder()
+        _run({"POINTS_FILE": str(cloud), "POINTS_CRS": "EPSG:2154", "RESOLUTION": 4.0, "DEVICE": 1,
+              "MODEL": str(stand_in.path), "ORTHOS": [layer.id()], "OUTPUT": str(tmp_path / "dsm.tif")}, log)
+    finally:
+        QgsApplication.coordinateReferenceSystemRegistry().removeUserCrs(crs_id)
+    line = next(s for s in log.info if s.startswith("Ortho-image 1"))
+    assert "is in a custom CRS 'Lambert 93 chantier' (same definition as EPSG:" in line and " in ;" not in line
+    assert "used without reprojection" in line and "EPSG:2154" in line
+
+
+def test_cancel_is_honoured_within_a_second_with_the_shipped_model(implicity_provider, delft_crop_laz, tmp_path,
+                                                                    one_torch_thread):
+    """Cancel mid-window: the decoder batches check it, so the run stops well before the window ends."""
+    import threading
+    import time
+
+    from implicity.core.shipped_models import default_model
+
+    if default_model(0) is None:
+        pytest.skip("no shipped ImpliCity-0 model")
+    state = {}
+
+    class CancelMidWindow(Recorder):
+        """Starts a timer when the first window is done; it cancels a quarter into the second (a check
+        per window would only see it three quarters of a window later)."""
+
+        def setProgress(self, value):  # noqa: N802
+            super().setProgress(value)
+            now = time.monotonic()
+            if value > 5.0 and "first" not in state:
+                state["first"] = now
+                window = now - state["read"]
+                threading.Timer(window / 4, lambda: (state.setdefault("cancel", time.monotonic()), self.cancel())).start()
+            elif value <= 5.0:
+                state["read"] = now
+
+    log = CancelMidWindow()
+    with pytest.raises(QgsProcessingException, match="stopped by the user"):
+        _run(_params(delft_crop_laz, tmp_path / "dsm.tif", RESOLUTION=0.5), log)
+    latency = time.monotonic() - state["cancel"]
+    window = state["first"] - state["read"]
+    assert latency < 1.0 and latency < window / 2, (latency, window)
+    assert not list(tmp_path.iterdir())  # no DSM, no part file
