@@ -59,10 +59,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _configure_logging() -> None:
-    """Warnings and progress notes of the library go to stderr as plain lines; GDAL's own
-    low-level chatter (e.g. each failed TIFF write on a full disk) is left to our one-line errors."""
+    """Warnings and progress notes of the library go to stderr as plain lines; the low-level
+    chatter of GDAL and laspy (each failed TIFF write on a full disk, each LAZ backend tried on a
+    truncated file) is left to our one-line errors."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+    for chatty in ("rasterio", "laspy"):  # their errors reach the user as our one-line InputErrors
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

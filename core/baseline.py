@@ -13,7 +13,7 @@ from .gridding import (DEFAULT_MAX_PIXELS, CancelFn, GriddingOptions, ProgressFn
                        rasterize_to_file)
 from .outliers import far_height_mask
 from .outputs import check_output_path
-from .pointcloud import PointCloud, read_point_cloud
+from .pointcloud import PointCloud, drop_non_finite, read_point_cloud
 from .raster import GEOTIFF_SUFFIXES, GridSpec
 
 
@@ -33,6 +33,9 @@ def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str 
             from .crs import parse_crs
 
             cloud = replace(points, crs=parse_crs(points_crs))
+        cloud = drop_non_finite(cloud)
+        if len(cloud) == 0:
+            raise InputError(f"{cloud.source}: the point cloud contains no (finite) points.")
     else:
         cloud = read_point_cloud(points, crs=points_crs)
     check_coordinates_fit_crs(cloud.xyz, cloud.crs, cloud.source)

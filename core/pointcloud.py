@@ -7,6 +7,7 @@ is refused where mixing CRSs could silently shift data.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from rasterio.crs import CRS
 from .crs import describe_crs, parse_crs
 from .errors import InputError
 
+log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".las", ".laz", ".ply", ".npz")
 
 
@@ -63,6 +65,16 @@ class PointCloud:
         return self.crs
 
 
+def drop_non_finite(cloud: PointCloud) -> PointCloud:
+    """The cloud without points whose x, y or z is NaN or infinite, saying how many were dropped."""
+    finite = np.isfinite(cloud.xyz).all(axis=1)
+    if finite.all():
+        return cloud
+    log.warning("%s: ignored %s of %s points with NaN or infinite coordinates.", cloud.source,
+                f"{int((~finite).sum()):,}", f"{finite.size:,}")
+    return cloud.subset(finite)
+
+
 def read_point_cloud(path: "str | os.PathLike[str]", crs: "str | CRS | None" = None) -> PointCloud:
     """Read LAS/LAZ/PLY/NPZ (and EPT, see :mod:`.pointsources`); ``crs`` supplies (or overrides) the CRS."""
     p = Path(path).expanduser()
@@ -90,9 +102,7 @@ def read_point_cloud(path: "str | os.PathLike[str]", crs: "str | CRS | None" = N
             f"{p}: cannot read this {suffix[1:].upper()} file ({type(exc).__name__}: {exc}). "
             "Is it complete and a valid point cloud?"
         ) from None
-    finite = np.isfinite(cloud.xyz).all(axis=1)
-    if not finite.all():
-        cloud = cloud.subset(finite)
+    cloud = drop_non_finite(cloud)
     if len(cloud) == 0:
         raise InputError(f"{p}: the point cloud contains no (finite) points.")
     if user_crs is not None:
@@ -163,6 +173,8 @@ def _read_ply(path: Path) -> PointCloud:
             raise InputError(f"{path}: PLY vertices lack x, y or z properties.")
         if fmt == "ascii":
             table = np.loadtxt(fh, max_rows=vertex["count"], ndmin=2)
+            if table.shape[0] != vertex["count"] or table.shape[1] < len(names):
+                raise InputError(f"{path}: file is truncated ({table.shape[0]} of {vertex['count']} vertices).")
             cols = {n: table[:, i] for i, n in enumerate(names)}
         elif fmt in ("binary_little_endian", "binary_big_endian"):
             order = "<" if fmt == "binary_little_endian" else ">"

@@ -198,13 +198,29 @@ class RasterReader:
             # Keep the source dtype and nodata: GDAL drops the nodata mask when asked to change dtype.
             vrt_opts["src_nodata"] = self.nodata
             vrt_opts["nodata"] = self.nodata
+        # Without nodata, an alpha band is the only way the warper says "outside the raster" (it
+        # would read as 0 otherwise, e.g. black ortho pixels or zero heights 10 km away).
+        alpha = self.nodata is None and not self._has_mask()
+        if alpha:
+            vrt_opts["add_alpha"] = True
         try:
             with WarpedVRT(self._src, **vrt_opts) as vrt:
                 data = vrt.read(indexes, masked=True)
+                if alpha:
+                    outside = vrt.read(vrt.count) == 0
+                    data = np.ma.masked_array(data, mask=np.ma.getmaskarray(data) | outside[None])
         except (RasterioError, CPLE_BaseError) as exc:
             raise unreadable(self.path, self.what, exc) from None
         arr = np.ma.filled(data.astype(np.float32), np.nan)
         return arr
+
+    def _has_mask(self) -> bool:
+        """Whether the raster marks its own invalid pixels (alpha band or mask band)."""
+        from rasterio.enums import ColorInterp, MaskFlags
+
+        if ColorInterp.alpha in self._src.colorinterp:
+            return True
+        return any(MaskFlags.all_valid not in flags for flags in self._src.mask_flag_enums)
 
 
 def read_raster_on_grid(path: "str | os.PathLike[str]", grid: GridSpec, resampling: str = "bilinear",
@@ -235,9 +251,23 @@ def _finalize_cog(tmp_gtiff: Path, target: Path, dtype: str) -> None:
             BLOCKSIZE=256, OVERVIEWS="AUTO", RESAMPLING="AVERAGE" if dtype.startswith("float") else "NEAREST",
             BIGTIFF="IF_SAFER",
         )
+        _verify_complete(tmp_cog)
         os.replace(tmp_cog, target)
     finally:
         remove_quietly(tmp_cog)
+
+
+def _verify_complete(path: Path, rows_per_read: int = 1024) -> None:
+    """Read a just-written raster back, band by band and strip by strip.
+
+    Why: GDAL's COG copy can meet a full disk (or a file size limit) and still return normally,
+    leaving a truncated file that would be renamed into place with exit code 0. A COG stores its
+    full-resolution tiles last, so a complete read of them proves the file is whole.
+    """
+    with rasterio.open(path) as src:
+        for row in range(0, src.height, rows_per_read):
+            window = rasterio.windows.Window(0, row, src.width, min(rows_per_read, src.height - row))
+            src.read(window=window)
 
 
 def _prepare(array: np.ndarray, nodata: float | int | None, dtype: str) -> np.ndarray:
@@ -262,6 +292,25 @@ def write_geotiff(path: "str | os.PathLike[str]", array: np.ndarray, grid: GridS
     return Path(path)
 
 
+def check_free_space(path: "str | os.PathLike[str]", grid: GridSpec, count: int = 1, dtype: str = "float32") -> None:
+    """Refuse to start a raster that clearly cannot fit on its disk.
+
+    The temporary GeoTIFF and the final COG coexist for a moment; DEFLATE rarely shrinks heights
+    more than 4:1 overall, so a quarter of the uncompressed size is the least the two need. Failing
+    here gives a clean message before any work; later failures are still caught (``write_failed``).
+    """
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    need = grid.width * grid.height * count * np.dtype(dtype).itemsize // 4
+    if free < need:
+        raise InputError(f"{path}: the disk is full: the output needs about {need / 2 ** 20:,.1f} MiB but only "
+                         f"{free / 2 ** 20:,.1f} MiB are free in {folder}. Free some space or write the output to "
+                         "another folder.")
+
+
 class GeoTiffStreamWriter:
     """Write a large GeoTIFF window by window; the file appears only when everything succeeded.
 
@@ -283,6 +332,7 @@ class GeoTiffStreamWriter:
         self._dst = None
 
     def __enter__(self) -> "GeoTiffStreamWriter":
+        check_free_space(self.path, self.grid, self.count, self.dtype)
         try:
             self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
         except (RasterioError, CPLE_BaseError, OSError) as exc:
@@ -304,14 +354,16 @@ class GeoTiffStreamWriter:
             return
         block = arr[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
         try:
-            self._dst.write(block, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+            with rasterio.Env():  # GDAL's errors go through rasterio (logged), not raw to stderr
+                self._dst.write(block, window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
         except (RasterioError, CPLE_BaseError, OSError) as exc:
             raise write_failed(self.path, exc) from None
 
     def abort(self) -> None:
         try:
             if self._dst is not None and not self._dst.closed:
-                self._dst.close()  # may fail again on a full disk: the temporary file goes anyway
+                with rasterio.Env():
+                    self._dst.close()  # may fail again on a full disk: the temporary file goes anyway
         except Exception:  # noqa: BLE001
             pass
         finally:
@@ -322,8 +374,9 @@ class GeoTiffStreamWriter:
             self.abort()
             return
         try:
-            self._dst.close()
-            _finalize_cog(self._tmp, self.path, self.dtype)
+            with rasterio.Env():
+                self._dst.close()
+                _finalize_cog(self._tmp, self.path, self.dtype)
         except (RasterioError, CPLE_BaseError, OSError) as exc:
             raise write_failed(self.path, exc) from None
         finally:

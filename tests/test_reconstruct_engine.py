@@ -64,14 +64,23 @@ def test_reference_mode_recovers_surface_within_its_final_step(tmp_path):
     assert result.tiles == 6 * 5  # (40/16 → 3 + 3 leading) x (24/16 → 2 + 3 leading) windows
 
 
-def test_surface_far_from_every_point_is_not_followed_unless_the_margin_allows_it(tmp_path):
+def _envelope(truth: np.ndarray, low: bool) -> np.ndarray:
+    """The robust lowest/highest point height within ±2.5 m (11 x 11 pixels at 0.5 m)."""
+    from scipy import ndimage
+
+    f = ndimage.minimum_filter if low else ndimage.maximum_filter
+    return f(truth, size=11, mode="constant", cval=np.inf if low else -np.inf)
+
+
+def test_surface_far_from_every_point_is_clamped_unless_the_margin_allows_it(tmp_path):
     cloud, truth = pixel_scene(30.0, 20.0, RES)
     model = NearestPointModel(offset=25.0)  # 25 m above every point: the points contradict it
-    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif")
+    exact = EvidenceOptions(blend=False)
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif", evidence=exact)
     dsm = read_dsm(result.dsm_path)
-    assert np.abs(dsm - truth).max() < 1e-3  # the points' own surface, not the network's
+    assert np.abs(dsm - (_envelope(truth, low=False) + 3.0)).max() < 1e-3  # the envelope's top
     assert result.stats["clamped_pixels"] == truth.size
-    assert np.all(read_dsm(result.confidence_path) == 0.0)  # and flagged
+    assert np.all(read_dsm(result.confidence_path) == 0.0)  # flagged
     wide = _run(tmp_path, cloud, model, name="wide.tif", evidence=EvidenceOptions(margin=30.0, blend=False))
     assert np.abs(read_dsm(wide.dsm_path) - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
     assert wide.stats["clamped_pixels"] == 0
@@ -127,25 +136,29 @@ def test_progress_is_reported_and_monotone(tmp_path):
 
 
 @pytest.mark.parametrize("fill", ["idw", "nearest", "none"])
-def test_no_height_beyond_reach_of_the_points_whatever_the_fill(tmp_path, fill):
-    # Points only in the western 20 m of a 60 m wide extent: the east stays nodata beyond 10 m.
+def test_holes_are_decoded_but_nothing_far_beyond_the_outer_edge_whatever_the_fill(tmp_path, fill):
+    # Points at x < 20 m and 32 <= x < 40 m of a 60 m wide extent: the 12 m gap is a hole (narrower
+    # than twice the 10 m reach), the 20 m beyond x = 40 m lie outside the cloud.
     cloud, truth = pixel_scene(60.0, 30.0, RES)
-    west = cloud.subset(cloud.xyz[:, 0] < X0 + 20.0)
-    result = _run(tmp_path, west, NearestPointModel(), fill=fill, extent=(X0, Y0, X0 + 60.0, Y0 + 30.0),
+    lx = cloud.xyz[:, 0] - X0
+    kept = cloud.subset((lx < 20.0) | ((lx >= 32.0) & (lx < 40.0)))
+    result = _run(tmp_path, kept, NearestPointModel(), fill=fill, extent=(X0, Y0, X0 + 60.0, Y0 + 30.0),
                   fill_max_distance=10.0)
     dsm = read_dsm(result.dsm_path)
-    cols = X0 + (np.arange(dsm.shape[1]) + 0.5) * RES
-    distance = cols - (X0 + 20.0 - RES / 2)  # to the easternmost points
-    assert np.isfinite(dsm[:, distance <= 10.0 - RES]).all()
-    assert np.isnan(dsm[:, distance > 10.0 + RES]).all()
+    cols = (np.arange(dsm.shape[1]) + 0.5) * RES
+    # The hole is decoded (near the top and bottom it opens onto the outside of the extent).
+    assert np.isfinite(dsm[20:-20, cols < 40.0]).all()
+    assert np.isfinite(dsm[:, (cols > 40.0) & (cols < 42.0)]).all()  # up to the 2.5 m radius beyond the edge
+    assert np.isnan(dsm[:, cols > 43.0]).all()  # and no farther
     assert result.stats["out_of_reach_pixels"] > 0 and result.stats["filled_pixels"] == 0
 
 
-def test_network_finding_nothing_gives_the_points_surface_flagged(tmp_path):
+def test_network_finding_nothing_gives_the_envelope_bottom_flagged(tmp_path):
     cloud, truth = pixel_scene(30.0, 20.0, RES)
     model = NearestPointModel(offset=-500.0)  # free space at every searched height
-    result = _run(tmp_path, cloud, model, fill="none", confidence=tmp_path / "c.tif")
-    assert np.abs(read_dsm(result.dsm_path) - truth).max() < 1e-3
+    result = _run(tmp_path, cloud, model, fill="none", confidence=tmp_path / "c.tif",
+                  evidence=EvidenceOptions(blend=False))
+    assert np.abs(read_dsm(result.dsm_path) - (_envelope(truth, low=True) - 3.0)).max() < 1e-3
     assert np.all(read_dsm(result.confidence_path) == 0.0)
     assert result.stats["clamped_pixels"] == truth.size
 

@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from ..commands import add_max_pixels_arg
 from ..progress import tqdm_progress
 
 MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.4x, search bracketed by nearby point "
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. The choice is logged.")
     p.add_argument("--confidence-out", default=None, metavar="CONF.tif",
                    help="Also write a confidence raster in [0,1]: P(occupied) 0.5 m below the surface "
-                        "minus P(occupied) 0.5 m above it (1 = sharp, certain surface; 0 = guess/filled).")
+                        "minus P(occupied) 0.5 m above it, times the network's share of the height (1 = sharp, "
+                        "certain surface; lower near the cloud's outer edge, where the points' surface is "
+                        "blended in; 0 = clamped to the points' height range, or filled).")
     p.add_argument("--mode", choices=["fast", "reference"], default="fast", help=MODE_HELP)
     p.add_argument("--stride", type=float, default=None, metavar="M",
                    help="Distance between window origins in metres (default: fast 48, reference 16).")
@@ -48,17 +51,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Fast mode: width of the linear blending ramp between neighbouring windows (default 8).")
     p.add_argument("--final-step", type=float, default=None, metavar="M",
                    help="Fast mode: refine until the height bracket is this thin (default 0.0625 m).")
+    p.add_argument("--search-radius", type=float, default=None, metavar="R",
+                   help="Points within R map units of a pixel (a square) bound its height (default 2.5 m).")
     p.add_argument("--search-margin", type=float, default=None, metavar="M",
-                   help="Fast mode: search from the lowest nearby point minus M to the highest plus M "
-                        "(default 3); pixels whose surface lies outside fall back to the wide range.")
+                   help="Heights are searched and kept between the robust lowest nearby point minus M and the "
+                        "highest plus M (default 3 m); where the network's surface lies outside, the pixel "
+                        "takes the nearest bound and is flagged (confidence 0).")
+    p.add_argument("--edge-width", type=float, default=None, metavar="W",
+                   help="Within W map units of the outer edge of the cloud (where the network sees points on one "
+                        "side only and sinks) heights are blended towards the points' own surface (default 4 m).")
+    p.add_argument("--no-edge-blend", action="store_true",
+                   help="Keep the network's heights along the outer edge of the cloud (still bounded by "
+                        "--search-margin).")
     p.add_argument("--no-adaptive-range", action="store_true",
                    help="Do not widen the -100..+80 m range to the window's point heights (towers/valleys).")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="Decoder queries per call (default: from free memory; halved on CUDA out-of-memory).")
     p.add_argument("--fill", choices=["idw", "nearest", "none"], default="idw",
-                   help="Pixels where no occupied height was found: filled (idw/nearest) or nodata (none).")
+                   help="Holes no window gave a height to (reference mode: nothing occupied in its scan): "
+                        "filled (idw/nearest) within --fill-max-distance of the points, or nodata (none).")
     p.add_argument("--fill-max-distance", type=float, default=10.0, metavar="D",
-                   help="Fill only holes within D map units of a found height (default 10).")
+                   help="No height farther than D map units from every input point (default 10), and beyond "
+                        "the cloud's outer edge none farther than --search-radius: empty corners of the extent "
+                        "stay nodata and are never filled.")
+    add_max_pixels_arg(p)
+    p.add_argument("--min-ortho-coverage", type=float, default=0.5, metavar="F",
+                   help="Refuse an ortho-image whose valid pixels cover less than this share of the output "
+                        "extent (default 0.5); below 0.9 a warning is printed.")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="auto = fp32. fp16/bf16: CUDA mixed precision (faster, may move heights by cm).")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
@@ -75,12 +94,20 @@ def _run(args: argparse.Namespace) -> int:
     fast = ReconstructionOptions().fast_search
     if args.final_step is not None:
         fast = dataclasses.replace(fast, final_step=args.final_step)
+    evidence = ReconstructionOptions().evidence
     if args.search_margin is not None:
-        fast = dataclasses.replace(fast, bracket_margin=args.search_margin)
+        evidence = dataclasses.replace(evidence, margin=args.search_margin)
+    if args.search_radius is not None:
+        evidence = dataclasses.replace(evidence, radius=args.search_radius)
+    if args.edge_width is not None:
+        evidence = dataclasses.replace(evidence, edge_width=args.edge_width)
+    if args.no_edge_blend:
+        evidence = dataclasses.replace(evidence, blend=False)
     options = ReconstructionOptions(
         mode=args.mode, device=args.device, window_stride=args.stride, overlap=args.overlap, fast_search=fast,
-        adaptive_range=not args.no_adaptive_range, batch_size=args.batch_size, fill=args.fill,
-        fill_max_distance=args.fill_max_distance, precision=args.precision,
+        evidence=evidence, adaptive_range=not args.no_adaptive_range, batch_size=args.batch_size, fill=args.fill,
+        fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
+        min_ortho_coverage=args.min_ortho_coverage,
     )
     model = args.model
     if model is None:

@@ -35,7 +35,8 @@ from ..outputs import check_output_path
 from ..pointcloud import PointCloud
 from ..raster import GEOTIFF_SUFFIXES, DEFAULT_NODATA, GeoTiffStreamWriter, GridSpec
 from .blending import BlendAccumulator, FillingRowSink
-from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model
+from .decoding import (WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model,
+                       occupancy_logit)
 from .device import BatchRunner, auto_batch_size, resolve_device
 from .evidence import Evidence, context_margin, window_evidence
 from .imagery import OrthoWindows, check_image_count, check_ortho_coverage
@@ -84,8 +85,7 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
                                              range_above=ref.range_above * k, coarse_step=ref.coarse_step * k),
         fast_search=dataclasses.replace(fast, max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k),
         evidence=dataclasses.replace(options.evidence, radius=options.evidence.radius * k,
-                                     margin=options.evidence.margin * k,
-                                     support_radius=options.evidence.support_radius * k),
+                                     margin=options.evidence.margin * k, edge_width=options.evidence.edge_width * k),
         range_margin=options.range_margin * k, confidence_delta=options.confidence_delta * k,
     )
 
@@ -113,8 +113,7 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     """Heights (NaN where not decoded) and the mask of pixels clamped to the envelope.
 
     The bracket of every pixel is its evidence envelope; a pixel whose crossing lies above (below)
-    the envelope takes its top (bottom) here, and the points' surface in :func:`_steer_by_evidence`:
-    the network alone is not evidence enough to leave the envelope.
+    the envelope takes its top (bottom): the network alone is not evidence enough to leave it.
     """
     fs: FastSearchOptions = options.fast_search
     height = np.full(ev.lo.shape, np.nan)
@@ -153,17 +152,15 @@ def _reference_heights(decoder: WindowDecoder, points: np.ndarray, ev: Evidence,
 
 def _steer_by_evidence(height: np.ndarray, conf: np.ndarray | None, clamped: np.ndarray, ev: Evidence,
                        stats: _Stats) -> tuple[np.ndarray, np.ndarray | None]:
-    """Blend towards the points' surface where support is thin, take it where the network's answer
-    was clamped; flag both in the confidence (× the network's weight; 0 where clamped)."""
+    """Blend towards the points' surface near the outer edge of the data; flag what was steered in
+    the confidence (× the network's weight; 0 where clamped to the envelope)."""
     w = ev.weight
     pts = ev.points_surface
     use_pts = np.isfinite(pts) & np.isfinite(height)
     out = np.where(use_pts, w * height + (1.0 - w) * pts, height)
-    # Where the network's surface lies outside the envelope it contradicts the points: they win.
-    out = np.where(clamped & np.isfinite(pts), pts, out)
     out[~ev.eligible] = np.nan
     stats.add("clamped_pixels", int(clamped.sum()))
-    stats.add("thin_support_pixels", int((ev.eligible & (w < 1.0)).sum()))
+    stats.add("edge_blended_pixels", int((ev.eligible & (w < 1.0)).sum()))
     stats.add("out_of_reach_pixels", int((~ev.eligible).sum()))
     if conf is not None:
         conf = np.where(clamped, 0.0, conf * w).astype(np.float32)
@@ -211,9 +208,7 @@ def _validate(options: ReconstructionOptions) -> None:
     ev = options.evidence
     _number(ev.radius, "evidence.radius (--search-radius)", 0.0, low_inclusive=False, high=1000.0)
     _number(ev.margin, "evidence.margin (--search-margin)", 0.0, high=1000.0)
-    _number(ev.support_radius, "evidence.support_radius", 0.0, low_inclusive=False, high=1000.0)
-    _number(ev.thin_support, "evidence.thin_support", 0.0, high=1.0)
-    _number(ev.full_support, "evidence.full_support", float(ev.thin_support), low_inclusive=False, high=10.0)
+    _number(ev.edge_width, "evidence.edge_width (--edge-width)", 0.0, low_inclusive=False, high=1000.0)
     _number(options.fill_max_distance, "fill_max_distance (--fill-max-distance)", 0.0, high=10000.0)
     _number(options.range_margin, "range_margin", 0.0)
     _number(options.confidence_delta, "confidence_delta", 0.0, low_inclusive=False)
@@ -244,7 +239,7 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
                          f"{reason}); its config is malformed or it is not an ImpliCity model. Use another "
                          "checkpoint or export it again.") from None
     config = loaded.config
-    for attr, high in (("patch_size", 1e5), ("image_size", 1e5), ("z_std", 1e5)):
+    for attr, high in (("patch_size", 1e5), ("image_size", 4096), ("z_std", 1e5)):
         value = getattr(config, attr, None)
         try:
             ok = math.isfinite(float(value)) and 0 < float(value) <= high
@@ -259,7 +254,30 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
                 raise InputError(f"--model {name}: weight '{key}' holds NaN or infinite values, so every height "
                                  "would be nodata; the checkpoint is corrupt (a diverged training run?). Use "
                                  "another checkpoint.")
+    if isinstance(model, (str, os.PathLike)):
+        _smoke_test(loaded, name, device)
     return loaded, name
+
+
+def _smoke_test(model: Any, name: str, device: torch.device) -> None:
+    """Encode a tiny window and decode one query, so that a checkpoint whose config cannot run
+    (sizes that allocate terabytes, NaN outputs) fails now, in one line, not in the window loop."""
+    rng = np.random.default_rng(0)
+    points = rng.random((64, 3)).astype(np.float32) - np.array([0.0, 0.0, 0.5], np.float32)
+    n_images = int(model.n_images)
+    size = int(model.config.image_size)
+    images = np.zeros((n_images, size, size), np.float32) if n_images else None
+    try:
+        with torch.inference_mode():
+            features = encode_window(model, points, images, device, "fp32")
+            logits = occupancy_logit(model.decode(torch.tensor([[[0.5, 0.5, 0.0]]], device=device), features))
+    except (RuntimeError, MemoryError, ValueError, TypeError, IndexError) as exc:
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(f"--model {name}: the network of this checkpoint does not run ({type(exc).__name__}: "
+                         f"{reason}); its config is malformed. Use another checkpoint or export it again.") from None
+    if not bool(torch.isfinite(logits).all()):
+        raise InputError(f"--model {name}: the network outputs NaN or infinite occupancy, so every height would be "
+                         "nodata; the checkpoint is corrupt. Use another checkpoint.")
 
 
 def _grown(bounds: tuple[float, float, float, float], margin: float) -> tuple[float, float, float, float]:

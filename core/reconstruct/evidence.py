@@ -2,24 +2,28 @@
 network's answer to keep.
 
 Why: on real satellite photogrammetry (the Pléiades cloud over Toulouse) the network alone dug pits
-up to 46 m deep at building edges, sank by metres along the border of the extent, and produced
-heights in empty corners of the bounding box, far from any point. Three rules keep the surface
-where the evidence is:
+up to 46 m deep at building edges, sank by metres along the ragged edge of the cloud (a frame
+along the border of the extent), and produced heights in empty corners of the bounding box, far
+from any point. Three rules keep the surface where the evidence is:
 
 * **Height envelope.** A pixel's height is searched, and kept, within [robust lowest − margin,
   robust highest + margin] of the points within ``radius`` (a square of ±``radius``); a pixel
-  without such points uses the points within ``reach + radius``. "Robust": a cell (output pixel)
-  whose lowest (highest) point lies more than ``margin`` below (above) every other cell of its own
-  5 × 5 cells is ignored, so one blunder point does not open the envelope. Where the network's surface lies outside the envelope, the
-  network contradicts the points: the pixel takes the points' surface (below) and is flagged.
-* **Thin support.** Where the points around a pixel are sparse or lie on one side only (the ragged
-  edge of a cloud, the rim of a hole), the network has too little context and sinks. The share of
-  cells holding points within ``support_radius``, relative to the share typical of the window,
-  gives a weight in [0, 1]; the pixel's height is ``w · network + (1 − w) · point surface``, the
-  point surface being the highest point of the pixel's cell (lone extremes left out), and in empty
-  cells the 3 × 3 median of the nearest-filled cells.
-* **Reach.** No height at all farther than ``reach`` (the fill distance) from every point: empty
-  corners of the bounding box stay nodata and are never filled.
+  without such points (in a hole) uses the points within ``reach + radius``. "Robust": a cell
+  (output pixel) whose lowest (highest) point lies more than ``margin`` below (above) every other
+  cell of its own 5 × 5 cells is ignored, so one blunder point does not open the envelope. Where
+  the network's surface lies outside the envelope, the pixel takes the envelope's bound and is
+  flagged (confidence 0): the network alone is not evidence enough to leave it.
+* **Outer edge.** The cells holding points, closed by ``reach``, are the *inside* of the data:
+  holes narrower than twice the reach belong to it (the network fills them, which is what it is
+  trained for), while the region beyond the cloud's outer edge and larger voids are *outside*.
+  Near the outer edge the network sees points on one side only and sinks; within ``edge_width`` of
+  the outside the height is blended, ``w · network + (1 − w) · points' surface`` with ``w`` rising
+  smoothly from 0 at the edge to 1 at ``edge_width`` inside. The points' surface is the highest
+  point of the pixel's cell (lone extremes left out), in empty cells the 3 × 3 median of the
+  nearest-filled cells.
+* **Reach.** No height farther than ``reach`` (the fill distance) from every point, and beyond the
+  outer edge no farther than ``radius``: empty corners of the bounding box stay nodata and are
+  never filled.
 
 Everything is computed per window on the window's pixels plus a halo, from the points of a context
 square around it, so results do not depend on where windows fall.
@@ -59,8 +63,9 @@ def context_margin(resolution: float, options: EvidenceOptions, reach: float) ->
 def _halo_px(res: float, options: EvidenceOptions, reach: float) -> int:
     r_px = max(1, math.ceil(options.radius / res - 1e-9))
     far_px = math.ceil((reach + options.radius) / res - 1e-9)
-    s_px = max(1, math.ceil(options.support_radius / res - 1e-9))
-    return max(far_px, s_px) + r_px
+    # The closing that tells holes from the outside looks 2 x the reach away, plus the edge width.
+    edge_px = math.ceil((2 * max(reach, 2.0) + options.edge_width) / res - 1e-9) + 1
+    return max(far_px + r_px, edge_px)
 
 
 LONE_CELLS = 5  # a cell far below (above) all others of its 5 x 5 cells is left out
@@ -77,6 +82,19 @@ def _drop_lone_extremes(values: np.ndarray, has: np.ndarray, size: int, low: boo
     with np.errstate(invalid="ignore"):
         lone = has & ((v < second - gap) if low else (v > second + gap)) & (count > 2.5)
     return np.where(lone, fill, v)
+
+
+def _inside(has: np.ndarray, reach: float, res: float) -> np.ndarray:
+    """The cells inside the data: those holding points closed by ``reach``.
+
+    What stays empty after the closing is *outside*: the region beyond the cloud's outer edge and
+    voids wider than twice the reach; holes narrower than that are inside (the network fills
+    them). Closing = erosion of a dilation, both done with distance transforms, so the cost does
+    not grow with the reach.
+    """
+    closing = max(reach, 2.0) / res
+    dilated = ndimage.distance_transform_edt(~has) <= closing
+    return ndimage.distance_transform_edt(dilated) > closing
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -111,7 +129,11 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
             lo = np.where(far, ndimage.minimum_filter(lo_cells, size=k_far, mode="constant", cval=np.inf)[core], lo)
             hi = np.where(far, ndimage.maximum_filter(hi_cells, size=k_far, mode="constant", cval=-np.inf)[core], hi)
     distance = ndimage.distance_transform_edt(~has)[core] * res
-    eligible = (distance <= reach + 1e-9) & np.isfinite(lo) & np.isfinite(hi)
+    inside = _inside(has, reach, res)
+    # Holes are filled up to the reach; beyond the outer edge of the cloud, heights reach out only
+    # as far as the points bound them (``radius``): extrapolating further invents terrain.
+    eligible = ((distance <= reach + 1e-9) & (inside[core] | (distance <= options.radius + 1e-9))
+                & np.isfinite(lo) & np.isfinite(hi))
     lo = np.where(eligible, lo, np.nan)
     hi = np.where(eligible, hi, np.nan)
 
@@ -124,13 +146,9 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
         surface = np.full((h, w), np.nan)
     surface = np.where(eligible, np.clip(surface, lo, hi), np.nan)
 
-    if options.blend:
-        s = 2 * max(1, math.ceil(options.support_radius / res - 1e-9)) + 1
-        share = ndimage.uniform_filter(has.astype(np.float64), size=s, mode="constant")
-        typical = float(np.percentile(share[has], 90))
-        support = share[core] / max(typical, 1e-6)
-        span = max(options.full_support - options.thin_support, 1e-6)
-        weight = _smoothstep((support - options.thin_support) / span)
+    if options.blend:  # from 0 at the outer edge of the data to 1 at edge_width inside it
+        to_outside = (ndimage.distance_transform_edt(inside)[core] - 0.5) * res  # centre to cell edge
+        weight = _smoothstep(to_outside / max(options.edge_width, 1e-6))
     else:
         weight = np.ones((h, w))
     weight = np.where(eligible, weight, 0.0)

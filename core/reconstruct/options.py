@@ -12,9 +12,9 @@ Two modes share one engine:
   it covers, coarse 16 m scan from −100 m to +80 m around the window's shift, 4 refinements ÷4 with
   offsets −1…+3, the highest occupied sample wins, triangular ramp weights from 0.001 to 1.
 
-Both modes then apply the same evidence rules: heights clamped to the envelope, blended towards the
-points' own surface where the points are thin or one-sided, and no height farther than
-``fill_max_distance`` from every input point.
+Both modes then apply the same evidence rules (``evidence.py``): heights clamped to the envelope,
+blended towards the points' own surface near the outer edge of the cloud, and no height farther
+than ``fill_max_distance`` from every input point.
 """
 from __future__ import annotations
 
@@ -50,10 +50,8 @@ class EvidenceOptions:
 
     radius: float = 2.5  # points within ±radius of a pixel (a square) bound its height ...
     margin: float = 3.0  # ... to [robust lowest − margin, robust highest + margin]; the fast search's bracket
-    support_radius: float = 3.0  # support = share of cells holding points within ±support_radius ...
-    thin_support: float = 0.35  # ... relative to the window's typical share: at or below, the points' surface
-    full_support: float = 0.75  # ... at or above, the network's height; smooth blend in between
-    blend: bool = True  # False: keep the network's heights at thin support (still clamped)
+    edge_width: float = 4.0  # within this distance of the cloud's outer edge, blend towards the points' surface
+    blend: bool = True  # False: keep the network's heights along the edge (still clamped)
 
 
 @dataclass(frozen=True)

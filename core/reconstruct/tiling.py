@@ -202,3 +202,4 @@ class PointIndex:
         out[:, 1] += oy
         inside = (out[:, 0] >= xmin) & (out[:, 0] < xmax) & (out[:, 1] >= ymin) & (out[:, 1] < ymax)
         return out[inside]
+

@@ -18,8 +18,14 @@ def _run_synth_city(args: argparse.Namespace) -> int:
     from .simulate import StereoSimulationConfig
     from .synthetic_city import CityConfig
 
+    import math
+
+    if not all(math.isfinite(v) for v in (args.size, args.resolution, args.density)):
+        raise InputError("--size, --resolution and --density must be finite numbers.")
     if args.size <= 0 or args.resolution <= 0 or args.size / args.resolution > 20000:
         raise InputError("--size and --resolution must be positive and give at most 20000 px per side.")
+    if args.density <= 0:
+        raise InputError(f"--density must be a positive number of points per m², got {args.density}.")
     if args.images not in (0, 1, 2):
         raise InputError("--images must be 0, 1 or 2.")
     city = CityConfig(size_m=args.size, resolution=args.resolution)
