@@ -155,6 +155,7 @@ def set_legend_title(node: "QgsLayerTreeLayer | None", title: "str | None") -> N
     """Label the legend's band-name row (node 0) of a pseudocolour layer in the layer tree."""
     if node is not None and title:
         QgsMapLayerLegendUtils.setLegendNodeUserLabel(node, 0, title)
+        node.layer().legendChanged.emit()  # layer tree views built the legend when the layer was added
 
 
 class RasterStylePostProcessor(QgsProcessingLayerPostProcessorInterface):

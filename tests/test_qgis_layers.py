@@ -27,9 +27,9 @@ def _layers(project) -> list[str]:
     return [n.name() for n in project.layerTreeRoot().findLayers()]
 
 
-def _legend(project, layer) -> "tuple[list[str], str | None]":
+def _legend(project, layer, model=None) -> "tuple[list[str], str | None]":
     """The legend rows' labels, and how the colour ramp's legend writes 12.3456789 (None: no ramp)."""
-    model = QgsLayerTreeModel(project.layerTreeRoot())  # nodes live as long as the model: read them here
+    model = model or QgsLayerTreeModel(project.layerTreeRoot())  # nodes live as long as the model: read them here
     nodes = model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id()))
     ramps = [n for n in nodes if isinstance(n, QgsColorRampLegendNode)]
     number = None
@@ -63,10 +63,11 @@ def test_outputs_are_named_after_input_and_method(implicity_provider, project, d
 
 
 def test_dsm_legend_reads_height_in_metres_with_two_decimals(implicity_provider, project, delft_crop_laz, tmp_path):
+    view_model = QgsLayerTreeModel(project.layerTreeRoot())  # like the Layers panel: exists before the run
     _load("baselinedsm", {"POINTS_FILE": str(delft_crop_laz), "POINTS_CRS": CRS, "RESOLUTION": 2.0,
                           "OUTPUT": str(tmp_path / "b.tif")})
     layer = project.mapLayersByName("delft_crop — baseline DSM (max)")[0]
-    labels, number = _legend(project, layer)
+    labels, number = _legend(project, layer, view_model)
     assert labels[0] == "Height (m)"  # instead of "Band 1 (Gray)"
     assert number == "12.35"  # the ramp's min/max labels: two decimals, not 12.345679
 
