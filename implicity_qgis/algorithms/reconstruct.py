@@ -61,8 +61,8 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "(Stucker et al., ISPRS Annals 2022): a convolutional occupancy network predicts, for every 3-D "
             "point, whether it lies inside a building or the ground; the DSM height of each pixel is where "
             "that occupancy crosses 0.5. The area is processed in 64 m windows that are blended seamlessly, "
-            "so any extent works; the GUI stays responsive and Cancel stops after the current window "
-            "(no partial file is left; Cancel is honoured within about a second).<br><br>" + POINTS_HELP
+            "so any extent works; the GUI stays responsive and Cancel stops within about a second, between "
+            "batches of the network (no partial file is left).<br><br>" + POINTS_HELP
             + "<b>Ortho-images</b> (optional): 0, 1 or 2 raster layers (grey or RGB, any CRS and pixel size: "
             "reprojected on the fly to the point cloud's CRS; they must overlap the points). Their number "
             "must match the model: ImpliCity-0 none, ImpliCity-mono one, ImpliCity-stereo two.<br>"
