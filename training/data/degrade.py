@@ -80,18 +80,9 @@ class DegradationFamily:
 
 def family_from_mapping(values: Mapping[str, Any] | None, where: str = "degradation") -> DegradationFamily:
     """A family from a YAML mapping (lists become tuples); unknown keys are errors."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(DegradationFamily)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}.")
-    for key, value in list(values.items()):
-        if isinstance(value, list):
-            values[key] = tuple(value)
-    try:
-        return DegradationFamily(**values)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {exc}") from None
+    from .scenes import dataclass_from_mapping
+
+    return dataclass_from_mapping(DegradationFamily, values, where)
 
 
 def held_out_family(family: DegradationFamily) -> DegradationFamily:
