@@ -1,17 +1,22 @@
 """``reconstruct_dsm``: point cloud (+ orthos) + occupancy network → DSM GeoTIFF, any extent.
 
-Flow: load and index the points → plan windows over the output grid → for each window row
-(north→south): for each window, read its points and ortho patches, encode once, search the
-surface height of every pixel it decodes, blend into a row accumulator → rows no later window can
-touch are hole-filled (with a halo) and streamed to the GeoTIFF writers. Memory is bounded by the
-point cloud plus a band of output rows; cancelling (checked before every window) raises
+Flow: load the points (far stray points and NaNs left out, with a warning) and index them → plan
+windows over the output grid (size-limited) → for each window row (north→south): for each window,
+read its points, the evidence of the points around it (``evidence.py``: height envelope, outer
+edge, reach) and its ortho patches, encode once, search the surface height of every pixel it
+decodes within the envelope, blend towards the points' surface near the cloud's outer edge, blend
+into a row accumulator → rows no later window can touch are hole-filled (with a halo, never beyond
+the reach of the points) and streamed to the GeoTIFF writers. Memory is bounded by the point cloud
+plus a band of output rows; cancelling (checked before every window) raises
 :class:`CancelledError` and the writers remove their temporary files, so no output appears.
 
 Confidence raster (optional): per pixel, ``sigmoid(logit(h − δ)) − sigmoid(logit(h + δ))`` with h
 the found height and δ = ``confidence_delta`` (0.5 m): the gap between the occupancy probability
 just below and just above the surface, in [0, 1]. Close to 1 the network is sure the surface is
 within ±δ (a sharp occupied→free transition); close to 0 its occupancy is vague or flat there, and
-the height is a guess (filled pixels get 0). It is blended across windows like the heights.
+the height is a guess (filled pixels get 0). It is scaled by the network's share of the height
+near the outer edge and is 0 where the height was clamped to the envelope. It is blended across
+windows like the heights.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from ..gridding import check_resolution, grid_for_points
 from ..outliers import axis_body
 from ..outputs import check_output_path
 from ..pointcloud import PointCloud
-from ..raster import GEOTIFF_SUFFIXES, DEFAULT_NODATA, GeoTiffStreamWriter, GridSpec
+from ..raster import GEOTIFF_SUFFIXES, DEFAULT_NODATA, GeoTiffStreamWriter
 from .blending import BlendAccumulator, FillingRowSink
 from .decoding import (WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model,
                        occupancy_logit)
@@ -43,7 +48,7 @@ from .imagery import OrthoWindows, check_image_count, check_ortho_coverage
 from .options import (FastSearchOptions, ReconstructionInputs, ReconstructionOptions,
                       ReconstructionResult, ReferenceSearchOptions)
 from .search import ABOVE, BELOW, bracket_search, coarse_count, reference_search
-from .tiling import PointIndex, Window, plan_windows
+from .tiling import PointIndex, plan_windows
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]

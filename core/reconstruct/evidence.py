@@ -97,6 +97,8 @@ def _inside(has: np.ndarray, reach: float, res: float) -> np.ndarray:
     """
     closing = max(reach, 2.0) / res
     dilated = ndimage.distance_transform_edt(~has) <= closing
+    if dilated.all():  # (an all-foreground input has no distances to measure)
+        return dilated
     return ndimage.distance_transform_edt(dilated) > closing
 
 
@@ -150,8 +152,11 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
     surface = np.where(eligible, np.clip(surface, lo, hi), np.nan)
 
     if options.blend:  # from 0 at the outer edge of the data to 1 at edge_width inside it
-        to_outside = (ndimage.distance_transform_edt(inside)[core] - 0.5) * res  # centre to cell edge
-        weight = _smoothstep(to_outside / max(options.edge_width, 1e-6))
+        if inside.all():
+            weight = np.ones((h, w))
+        else:
+            to_outside = (ndimage.distance_transform_edt(inside)[core] - 0.5) * res  # centre to cell edge
+            weight = _smoothstep(to_outside / max(options.edge_width, 1e-6))
     else:
         weight = np.ones((h, w))
     weight = np.where(eligible, weight, 0.0)
