@@ -23,10 +23,14 @@ REQUIRED = ("__init__.py", "metadata.txt", "icon.png", "implicity_qgis")
 #: Never shipped, wherever they appear.
 EXCLUDE = ("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "tests", "test_*.py", "bench", "runs",
            "*.part", "*.tmp.tif", "*.ckpt.tmp")
+#: Folders of the repository that the plugin never needs (training's initial weights).
+EXCLUDE_PATHS = ("training/init",)
 FIXED_DATE = (2024, 1, 1, 0, 0, 0)
 
 
 def _excluded(rel: Path) -> bool:
+    if any(rel.as_posix() == p or rel.as_posix().startswith(p + "/") for p in EXCLUDE_PATHS):
+        return True
     return any(fnmatch.fnmatch(part, pattern) for part in rel.parts for pattern in EXCLUDE)
 
 
