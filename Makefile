@@ -54,6 +54,7 @@ $(STAMP): requirements.txt pyproject.toml setup.py | $(VENV)/bin/python
 	@touch $@
 
 test: setup
+	$(PY) -m ruff check --no-cache .
 	$(PY) -m pytest -q tests
 
 demo: setup

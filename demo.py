@@ -110,8 +110,8 @@ def write_masks(reference: Path, held_out: Path, elevated: Path) -> None:
 
 
 def run(out_dir: Path, resolution: float = 0.5, device: str = "auto") -> dict[str, Path]:
-    from implicity.core.shipped_models import default_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+    from implicity.core.shipped_models import default_model
     from implicity.training.data.simulate import StereoSimulationConfig, simulate_stereo_cloud
 
     out_dir.mkdir(parents=True, exist_ok=True)

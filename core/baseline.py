@@ -7,10 +7,16 @@ import os
 from rasterio.crs import CRS
 
 from .crs import check_coordinates_fit_crs
-
 from .errors import InputError
-from .gridding import (DEFAULT_MAX_PIXELS, CancelFn, GriddingOptions, ProgressFn, check_resolution, grid_for_points,
-                       rasterize_to_file)
+from .gridding import (
+    DEFAULT_MAX_PIXELS,
+    CancelFn,
+    GriddingOptions,
+    ProgressFn,
+    check_resolution,
+    grid_for_points,
+    rasterize_to_file,
+)
 from .outliers import far_height_mask
 from .outputs import check_output_path
 from .pointcloud import PointCloud, drop_non_finite, read_point_cloud

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 

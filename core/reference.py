@@ -15,8 +15,16 @@ from scipy import ndimage
 
 from .baseline import load_points
 from .errors import InputError
-from .gridding import (DEFAULT_MAX_PIXELS, CancelFn, GriddingOptions, ProgressFn, check_resolution, count_points,
-                       grid_for_points, rasterize_to_file)
+from .gridding import (
+    DEFAULT_MAX_PIXELS,
+    CancelFn,
+    GriddingOptions,
+    ProgressFn,
+    check_resolution,
+    count_points,
+    grid_for_points,
+    rasterize_to_file,
+)
 from .outputs import check_output_path
 from .pointcloud import PointCloud
 from .raster import GEOTIFF_SUFFIXES, GeoTiffStreamWriter, GridSpec

@@ -4,12 +4,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from implicity.cli import main
 
-from .geodata_fixtures import CRS_L93, block_scene, write_las
+from .geodata_fixtures import block_scene, write_las
 
 
 @pytest.fixture

@@ -7,7 +7,11 @@ from affine import Affine
 
 from implicity.core.raster import GridSpec
 from implicity.training.data.labels import (
-    QuerySamplingConfig, edge_cells, loss_weights, occupancy_labels, sample_queries,
+    QuerySamplingConfig,
+    edge_cells,
+    loss_weights,
+    occupancy_labels,
+    sample_queries,
 )
 
 RES = 0.5

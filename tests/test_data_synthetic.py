@@ -7,7 +7,10 @@ from scipy import ndimage
 
 from implicity.training.data.render import SunPosition, render_ortho, sun_position
 from implicity.training.data.synthetic_city import (
-    CLASS_BUILDING, CityConfig, generate_city, sample_surface_points,
+    CLASS_BUILDING,
+    CityConfig,
+    generate_city,
+    sample_surface_points,
 )
 from implicity.training.data.visibility import blocked_mask
 

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 
 from implicity.core.errors import InputError
-from implicity.training.data.degrade import (VARIANTS, DegradationFamily, degrade_surface, family_from_mapping,
-                                             held_out_family)
+from implicity.training.data.degrade import (
+    VARIANTS,
+    DegradationFamily,
+    degrade_surface,
+    family_from_mapping,
+    held_out_family,
+)
 from implicity.training.data.photometric import PhotometricAugmentation, augment_images
 from implicity.training.data.stereo_view import parallax_view
 

@@ -7,8 +7,7 @@ import rasterio
 
 from implicity.core.baseline import make_baseline_dsm
 from implicity.core.errors import CancelledError, InputError
-from implicity.core.gridding import (GriddingOptions, fill_holes, grid_points, rasterize_to_file,
-                                     remove_outliers)
+from implicity.core.gridding import GriddingOptions, fill_holes, grid_points, rasterize_to_file, remove_outliers
 from implicity.core.pointcloud import PointCloud
 from implicity.core.raster import GridSpec
 

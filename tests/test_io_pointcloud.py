@@ -6,7 +6,7 @@ import pytest
 from rasterio.crs import CRS
 
 from implicity.core.errors import InputError
-from implicity.core.pointcloud import read_point_cloud, reproject_point_cloud, write_point_cloud_npz, PointCloud
+from implicity.core.pointcloud import PointCloud, read_point_cloud, reproject_point_cloud, write_point_cloud_npz
 
 from .geodata_fixtures import CRS_L93, SHARED_DATA, block_scene, write_las
 

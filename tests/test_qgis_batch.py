@@ -16,8 +16,13 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 pytest.importorskip("rasterio")
 
-from qgis.core import (QgsApplication, QgsPointCloudLayer, QgsProcessingContext,  # noqa: E402
-                       QgsProcessingFeedback, QgsProcessingOutputLayerDefinition)
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsPointCloudLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
+)
 from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
 
 from .conftest import DELFT_LAZ, crop_las  # noqa: E402

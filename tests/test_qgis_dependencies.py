@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from implicity.implicity_qgis import dependencies as deps
 from implicity.core.shipped_models import default_model, missing_model_message
+from implicity.implicity_qgis import dependencies as deps
 
 FAKE = deps.Requirement("implicity_fake_pkg_xyz", "implicity-fake-pkg-xyz>=1", "a test package")
 

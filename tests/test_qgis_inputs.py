@@ -15,8 +15,7 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 rasterio = pytest.importorskip("rasterio")
 
-from qgis.core import (QgsPointCloudLayer, QgsProcessingException, QgsProcessingFeedback,  # noqa: E402
-                       QgsProcessingParameterNumber)
+from qgis.core import QgsPointCloudLayer, QgsProcessingException, QgsProcessingFeedback, QgsProcessingParameterNumber  # noqa: E402
 
 from .conftest import crop_las  # noqa: E402
 

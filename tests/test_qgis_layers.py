@@ -8,8 +8,17 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 pytest.importorskip("rasterio")
 
-from qgis.core import (QgsColorRampLegendNode, QgsHillshadeRenderer, QgsLayerTreeModel, QgsMapRendererSequentialJob,  # noqa: E402
-                       QgsMapSettings, QgsNumericFormatContext, QgsProject, QgsRasterLayer, QgsRectangle)
+from qgis.core import (  # noqa: E402
+    QgsColorRampLegendNode,
+    QgsHillshadeRenderer,
+    QgsLayerTreeModel,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
+    QgsNumericFormatContext,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
 from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
@@ -73,11 +82,11 @@ def test_dsm_legend_reads_height_in_metres_with_two_decimals(implicity_provider,
 
 
 def test_residual_and_confidence_legends(implicity_provider, project, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
     from rasterio.crs import CRS as RioCRS
 
     from implicity.core.raster import GridSpec, write_geotiff
     from implicity.implicity_qgis.styling import RasterStylePostProcessor
-    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
 
     grid = GridSpec.from_bounds(0, 0, 10, 10, 1.0, RioCRS.from_epsg(28992))
     write_geotiff(tmp_path / "r.tif", np.linspace(-1, 1, 100, dtype=np.float32).reshape(10, 10), grid)

@@ -7,7 +7,7 @@ import pytest
 from implicity.core.errors import CancelledError, InputError
 from implicity.core.reconstruct import EvidenceOptions, ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
 
-from .test_reconstruct_support import NearestPointModel, X0, Y0, pixel_scene, read_dsm
+from .test_reconstruct_support import X0, Y0, NearestPointModel, pixel_scene, read_dsm
 
 RES = 0.5
 

@@ -10,7 +10,14 @@ from implicity.core.reconstruct import EvidenceOptions, ReconstructionInputs, Re
 from implicity.core.reconstruct.imagery import OrthoWindows, to_grey
 
 from .test_reconstruct_support import (
-    X0, Y0, NearestPointModel, checker, distance_to_checker_edge, pixel_scene, read_dsm, write_checker_ortho,
+    X0,
+    Y0,
+    NearestPointModel,
+    checker,
+    distance_to_checker_edge,
+    pixel_scene,
+    read_dsm,
+    write_checker_ortho,
 )
 
 RES = 0.5

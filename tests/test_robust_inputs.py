@@ -2,7 +2,6 @@
 per-image ortho normalisation (core/model/prior.py, network.py, normalization.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -126,9 +126,7 @@ def _lidar_scene(scene: HeldOutScene, data: Path, folder: Path) -> PreparedScene
 def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
     from implicity.core.raster import write_geotiff
     from implicity.training.data.render import default_suns, render_ortho
-    from implicity.training.data.synthetic_city import generate_city, sample_surface_points
-
-    from implicity.training.data.synthetic_city import CityConfig
+    from implicity.training.data.synthetic_city import CityConfig, generate_city, sample_surface_points
 
     city = generate_city(scene.seed, CityConfig(size_m=SYNTHETIC_SIZE_M))
     reference = write_geotiff(folder / "reference.tif", city.dsm, city.grid)

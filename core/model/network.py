@@ -15,8 +15,8 @@ from implicity.core.errors import InputError
 from .config import ModelConfig
 from .decoder import LocalDecoder, sample_plane
 from .image_encoder import HGFilter
-from .prior import clamp_to_prior, surface_prior
 from .point_encoder import LocalPoolPointNet
+from .prior import clamp_to_prior, surface_prior
 
 
 @dataclass

@@ -38,15 +38,19 @@ from ..gridding import check_resolution, grid_for_points
 from ..outliers import axis_body
 from ..outputs import check_output_path
 from ..pointcloud import PointCloud
-from ..raster import GEOTIFF_SUFFIXES, DEFAULT_NODATA, GeoTiffStreamWriter
+from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter
 from .blending import BlendAccumulator, FillingRowSink
-from .decoding import (WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model,
-                       occupancy_logit)
+from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model, occupancy_logit
 from .device import BatchRunner, auto_batch_size, resolve_device
 from .evidence import Evidence, context_margin, window_evidence
 from .imagery import OrthoWindows, check_image_count, check_ortho_coverage
-from .options import (FastSearchOptions, ReconstructionInputs, ReconstructionOptions,
-                      ReconstructionResult, ReferenceSearchOptions)
+from .options import (
+    FastSearchOptions,
+    ReconstructionInputs,
+    ReconstructionOptions,
+    ReconstructionResult,
+    ReferenceSearchOptions,
+)
 from .search import ABOVE, BELOW, bracket_search, coarse_count, reference_search
 from .tiling import PointIndex, plan_windows
 

@@ -9,9 +9,17 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, advanced,
-                     progress_callback)
 from ..styling import attach_style
+from .common import (
+    EXTENT_HELP,
+    OUTPUT,
+    POINTS_HELP,
+    RESOLUTION,
+    RESOLUTION_HELP,
+    ImpliCityAlgorithm,
+    advanced,
+    progress_callback,
+)
 
 STATISTICS = ("max", "median", "mean", "min")
 FILLS = ("idw", "nearest", "none")

@@ -15,8 +15,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .common import ImpliCityAlgorithm, advanced
 from ..styling import attach_style
+from .common import ImpliCityAlgorithm, advanced
 
 OVERALL_OUTPUTS = ("count", "mae", "rmse", "medae", "nmad", "bias")
 

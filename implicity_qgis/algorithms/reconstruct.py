@@ -14,12 +14,23 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .. import dependencies as deps
 from implicity.core.shipped_models import MODELS_DIR, default_model, missing_model_message
+
 from ...core.errors import CancelledError
+from .. import dependencies as deps
 from ..styling import attach_style
-from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, advanced,
-                     check_raster_overlap, progress_callback, to_qgs_crs)
+from .common import (
+    EXTENT_HELP,
+    OUTPUT,
+    POINTS_HELP,
+    RESOLUTION,
+    RESOLUTION_HELP,
+    ImpliCityAlgorithm,
+    advanced,
+    check_raster_overlap,
+    progress_callback,
+    to_qgs_crs,
+)
 from .evaluate import raster_path
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -8,9 +8,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .common import (EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm,
-                     progress_callback)
 from ..styling import attach_style
+from .common import EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, progress_callback
 
 
 class ReferenceDsmAlgorithm(ImpliCityAlgorithm):

@@ -12,13 +12,13 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_synth_city(args: argparse.Namespace) -> int:
+    import math
+
     from implicity.core.errors import InputError
 
     from .export import write_synthetic_city
     from .simulate import StereoSimulationConfig
     from .synthetic_city import CityConfig
-
-    import math
 
     if not all(math.isfinite(v) for v in (args.size, args.resolution, args.density)):
         raise InputError("--size, --resolution and --density must be finite numbers.")

@@ -34,8 +34,8 @@ from implicity.core.raster import GridSpec, read_band, read_raster_on_grid
 from implicity.core.reconstruct.imagery import to_grey  # the engine's rule: train and infer alike
 
 from .render import default_suns, render_ortho
-from .stereo_view import parallax_view
 from .simulate import StereoSimulationConfig, simulate_stereo_cloud, smooth_field
+from .stereo_view import parallax_view
 from .synthetic_city import CityConfig, generate_city, sample_surface_points
 
 NOISE_CLASSES = (7, 18)

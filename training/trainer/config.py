@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from implicity.core.errors import InputError
 from implicity.core.yamlconfig import read_with_inheritance
 

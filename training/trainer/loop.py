@@ -30,8 +30,15 @@ from implicity.core.outputs import atomic_path, write_text_atomic
 
 from . import checkpointing as ckpt
 from .config import TrainConfig
-from .distributed import (DistContext, any_rank, barrier, broadcast_from_main, gather_to_all,
-                          mean_across_ranks, resolve_device)
+from .distributed import (
+    DistContext,
+    any_rank,
+    barrier,
+    broadcast_from_main,
+    gather_to_all,
+    mean_across_ranks,
+    resolve_device,
+)
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
 from .loss import weighted_bce_with_logits
