@@ -53,6 +53,26 @@ def implicity_provider(qgis_processing):
     QgsApplication.processingRegistry().removeProvider(provider)
 
 
+@pytest.fixture
+def feedback_log():
+    """A QgsProcessingFeedback that records what an algorithm pushes to the log (``.lines``, ``.text``)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class RecordingFeedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines: list[str] = []
+
+        def pushInfo(self, info):  # noqa: N802 - Qt's name
+            self.lines.append(info)
+
+        @property
+        def text(self) -> str:
+            return "\n".join(self.lines)
+
+    return RecordingFeedback()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run small tensors on one thread: intra-op threads gain nothing at this size, and when another

@@ -87,19 +87,10 @@ def test_evaluate_writes_residual_html_json_and_logs_table(delft_outputs):
     assert "<table" in (out / "eval.html").read_text() and "NMAD" in (out / "eval.html").read_text()
 
 
-def test_evaluate_pushes_the_metrics_table_to_the_log(delft_outputs):
+def test_evaluate_pushes_the_metrics_table_to_the_log(delft_outputs, feedback_log):
     import processing
-    from qgis.core import QgsProcessingFeedback
 
-    class Log(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushInfo(self, info):  # noqa: N802
-            self.lines.append(info)
-
-    log = Log()
+    log = feedback_log
     processing.run("implicity:evaluatedsm", {"DSM": delft_outputs["base"], "REFERENCE": delft_outputs["ref"],
                                              "RESIDUAL": "TEMPORARY_OUTPUT"}, feedback=log)
     text = "\n".join(log.lines)

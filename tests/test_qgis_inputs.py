@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 rasterio = pytest.importorskip("rasterio")
 
-from qgis.core import QgsPointCloudLayer, QgsProcessingException, QgsProcessingFeedback, QgsProcessingParameterNumber  # noqa: E402
+from qgis.core import QgsPointCloudLayer, QgsProcessingException, QgsProcessingParameterNumber  # noqa: E402
 
 from .conftest import crop_las  # noqa: E402
 
@@ -24,19 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 NIMES = REPO / "data" / "nimes_lidarhd" / "subsampled_nimes.laz"
 #: 160 × 120 m of the Nîmes cloud (the Arènes and the streets around them), Lambert-93 metres.
 CROP = (809300.0, 6304880.0, 809460.0, 6305000.0)
-
-
-class Log(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):  # noqa: N802
-        self.lines.append(info)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def _run(name: str, params: dict, feedback=None) -> dict:
@@ -83,11 +70,12 @@ def reference_dsm(implicity_provider, nimes_crop, tmp_path_factory):
 
 
 def test_ept_layer_is_valid_in_qgis_and_gives_the_same_dsm_as_its_file(implicity_provider, qgis_new_project,
-                                                                         nimes_ept, reference_dsm, tmp_path):
+                                                                         nimes_ept, reference_dsm, tmp_path,
+                                                                         feedback_log):
     layer = QgsPointCloudLayer(str(nimes_ept), "nimes_crop", "ept")
     assert layer.isValid() and layer.crs().authid() == "EPSG:2154"  # Debian's QGIS opens our EPT
     qgis_new_project.addMapLayer(layer)
-    log = Log()
+    log = feedback_log
     out = _run("baselinedsm", {"POINTS": layer.id(), "RESOLUTION": 1.0, "OUTPUT": str(tmp_path / "ept.tif")}, log)
     dsm, crs, bounds = _read(out["OUTPUT"])
     ref, _, ref_bounds = _read(reference_dsm)
@@ -123,8 +111,9 @@ def test_a_point_cloud_layer_is_read_from_the_file_behind_it(nimes_copc, nimes_e
     assert base_name(str(path)) == {"pdal": "x", "copc": "nimes_crop", "ept": "nimes_crop"}[provider]
 
 
-def test_extent_reads_only_the_points_in_and_around_it(implicity_provider, nimes_ept, reference_dsm, tmp_path):
-    log = Log()
+def test_extent_reads_only_the_points_in_and_around_it(implicity_provider, nimes_ept, reference_dsm, tmp_path,
+                                                       feedback_log):
+    log = feedback_log
     extent = "809340,809400,6304900,6304960 [EPSG:2154]"
     out = _run("baselinedsm", {"POINTS_FILE": str(nimes_ept), "RESOLUTION": 1.0, "EXTENT": extent,
                                "OUTPUT": str(tmp_path / "part.tif")}, log)
