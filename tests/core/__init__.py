@@ -1,0 +1,1 @@
+"""Tests of implicity.core (geodata I/O, gridding, evaluation, the network, reconstruction)."""

@@ -1,0 +1,175 @@
+"""reconstruct_dsm with analytic models: exact surfaces, tile borders, seams, extents, cancel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from implicity.core.errors import CancelledError, InputError
+from implicity.core.reconstruct import EvidenceOptions, ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+
+from ..helpers.reconstruct_support import X0, Y0, NearestPointModel, pixel_scene, read_dsm
+
+RES = 0.5
+
+
+@pytest.fixture(scope="module")
+def scene():
+    # 100 x 70 m: not a multiple of the 64 m window nor of the 48 m stride.
+    return pixel_scene(100.0, 70.0, RES)
+
+
+def _run(tmp_path, cloud, model, name="dsm.tif", **opts):
+    inputs = ReconstructionInputs(points=cloud, model=model, out_path=tmp_path / name, resolution=RES,
+                                  confidence_path=opts.pop("confidence", None), extent=opts.pop("extent", None))
+    return reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", **opts))
+
+
+def test_fast_mode_recovers_surface_everywhere(tmp_path, scene):
+    cloud, truth = scene
+    model = NearestPointModel()
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif")
+    dsm = read_dsm(result.dsm_path)
+    assert dsm.shape == truth.shape == (140, 200)
+    err = np.abs(dsm - truth)
+    step = ReconstructionOptions().fast_search.final_step
+    assert np.isfinite(dsm).all()
+    assert err.max() <= step, f"max error {err.max():.4f} m exceeds the final step {step} m"
+    assert result.tiles == 6 and model.encoded == 6  # 3 x 2 windows, each encoded once
+    assert result.device == "cpu" and "cpu" in result.device_reason.lower()
+    # Analytic: logit slope 4/m probed ±0.5 m around the surface → σ(2) − σ(−2) wherever the points
+    # surround the pixel; along the extent border (points on one side only) the height follows the
+    # points and the confidence is scaled down by the network's share, to 0 in the corners.
+    conf = read_dsm(result.confidence_path)
+    expected = 2.0 / (1.0 + np.exp(-2.0)) - 1.0
+    inner = np.zeros(truth.shape, bool)
+    inner[8:-8, 8:-8] = True  # farther than the 3 m support radius from the border
+    assert conf.shape == truth.shape and np.abs(conf[inner] - expected).max() < 0.02
+    assert conf.max() < expected + 0.02 and conf[0, 0] < 0.05 and conf[0, 100] < expected - 0.2
+    # Queries per decoded pixel stay far below the reference's 32 per window (x16 windows).
+    assert result.stats["queries"] / result.stats["decoded_pixels"] < 20
+
+
+def test_reference_mode_recovers_surface_within_its_final_step(tmp_path):
+    cloud, truth = pixel_scene(40.0, 24.0, 1.0)
+    model = NearestPointModel()
+    inputs = ReconstructionInputs(points=cloud, model=model, out_path=tmp_path / "ref.tif", resolution=1.0)
+    result = reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", mode="reference"))
+    dsm = read_dsm(result.dsm_path)
+    step = ReconstructionOptions().reference_search.final_step
+    # The reference keeps the highest occupied sample: at most one final step below the surface.
+    diff = truth - dsm
+    assert np.isfinite(dsm).all()
+    assert diff.min() >= -1e-5 and diff.max() <= step + 1e-5  # float32 output
+    # 16 m stride: interior pixels are decoded by 16 windows.
+    assert result.tiles == 6 * 5  # (40/16 → 3 + 3 leading) x (24/16 → 2 + 3 leading) windows
+
+
+def _envelope(truth: np.ndarray, low: bool) -> np.ndarray:
+    """The robust lowest/highest point height within ±2.5 m (11 x 11 pixels at 0.5 m)."""
+    from scipy import ndimage
+
+    f = ndimage.minimum_filter if low else ndimage.maximum_filter
+    return f(truth, size=11, mode="constant", cval=np.inf if low else -np.inf)
+
+
+def test_surface_far_from_every_point_is_clamped_unless_the_margin_allows_it(tmp_path):
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    model = NearestPointModel(offset=25.0)  # 25 m above every point: the points contradict it
+    exact = EvidenceOptions(blend=False)
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif", evidence=exact)
+    dsm = read_dsm(result.dsm_path)
+    assert np.abs(dsm - (_envelope(truth, low=False) + 3.0)).max() < 1e-3  # the envelope's top
+    assert result.stats["clamped_pixels"] == truth.size
+    assert np.all(read_dsm(result.confidence_path) == 0.0)  # flagged
+    wide = _run(tmp_path, cloud, model, name="wide.tif", evidence=EvidenceOptions(margin=30.0, blend=False))
+    assert np.abs(read_dsm(wide.dsm_path) - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
+    assert wide.stats["clamped_pixels"] == 0
+
+
+def test_blending_leaves_no_seam(tmp_path, scene):
+    cloud, truth = scene
+    # Each window sees the surface tilted by 2 m across its width: hard cuts would jump 1.5 m.
+    model = NearestPointModel(x_bias=2.0)
+    dsm = read_dsm(_run(tmp_path, cloud, model).dsm_path)
+    err = dsm - truth
+    inner = slice(8, -8)  # the window seams; along the extent border the points' surface is blended in
+    jumps = np.abs(np.diff(err, axis=1))[inner, inner]
+    assert jumps.max() < 0.2, f"seam of {jumps.max():.3f} m between neighbouring pixels"
+    hard = _run(tmp_path, cloud, model, name="hard.tif", overlap=0.0)
+    hard_jumps = np.abs(np.diff(read_dsm(hard.dsm_path) - truth, axis=1))[inner, inner]
+    assert hard_jumps.max() > 1.0  # the test model really produces seams without blending
+
+
+def test_user_extent_and_odd_stride(tmp_path, scene):
+    cloud, truth = scene
+    extent = (X0 + 10.25, Y0 + 5.0, X0 + 87.0, Y0 + 61.5)
+    result = _run(tmp_path, cloud, NearestPointModel(), extent=extent, window_stride=37.0, overlap=6.0)
+    dsm = read_dsm(result.dsm_path)
+    # The grid snaps to the resolution: columns from 10.0 m, rows from 61.5 m down.
+    sub = truth[int((70.0 - 61.5) / RES):int((70.0 - 5.0) / RES), int(10.0 / RES):int(87.0 / RES)]
+    assert dsm.shape == sub.shape
+    assert np.abs(dsm - sub).max() <= ReconstructionOptions().fast_search.final_step
+
+
+def test_cancel_leaves_no_file(tmp_path, scene):
+    cloud, _ = scene
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "c.tif",
+                                  confidence_path=tmp_path / "cc.tif", resolution=RES)
+    with pytest.raises(CancelledError):
+        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu"), is_cancelled=cancelled)
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_is_reported_and_monotone(tmp_path):
+    cloud, _ = pixel_scene(30.0, 20.0, 1.0)
+    seen: list[float] = []
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "p.tif", resolution=1.0)
+    reconstruct_dsm(inputs, ReconstructionOptions(device="cpu"), progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize("fill", ["idw", "nearest", "none"])
+def test_holes_are_decoded_but_nothing_far_beyond_the_outer_edge_whatever_the_fill(tmp_path, fill):
+    # Points at x < 20 m and 32 <= x < 40 m of a 60 m wide extent: the 12 m gap is a hole (narrower
+    # than twice the 10 m reach), the 20 m beyond x = 40 m lie outside the cloud.
+    cloud, truth = pixel_scene(60.0, 30.0, RES)
+    lx = cloud.xyz[:, 0] - X0
+    kept = cloud.subset((lx < 20.0) | ((lx >= 32.0) & (lx < 40.0)))
+    result = _run(tmp_path, kept, NearestPointModel(), fill=fill, extent=(X0, Y0, X0 + 60.0, Y0 + 30.0),
+                  fill_max_distance=10.0)
+    dsm = read_dsm(result.dsm_path)
+    cols = (np.arange(dsm.shape[1]) + 0.5) * RES
+    # The hole is decoded (near the top and bottom it opens onto the outside of the extent).
+    assert np.isfinite(dsm[20:-20, cols < 40.0]).all()
+    assert np.isfinite(dsm[:, (cols > 40.0) & (cols < 42.0)]).all()  # up to the 2.5 m radius beyond the edge
+    assert np.isnan(dsm[:, cols > 43.0]).all()  # and no farther
+    assert result.stats["out_of_reach_pixels"] > 0 and result.stats["filled_pixels"] == 0
+
+
+def test_network_finding_nothing_gives_the_envelope_bottom_flagged(tmp_path):
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    model = NearestPointModel(offset=-500.0)  # free space at every searched height
+    result = _run(tmp_path, cloud, model, fill="none", confidence=tmp_path / "c.tif",
+                  evidence=EvidenceOptions(blend=False))
+    assert np.abs(read_dsm(result.dsm_path) - (_envelope(truth, low=True) - 3.0)).max() < 1e-3
+    assert np.all(read_dsm(result.confidence_path) == 0.0)
+    assert result.stats["clamped_pixels"] == truth.size
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(device="cuda:7"), "--device"),
+    (dict(device="tpu"), "--device"),
+    (dict(mode="slow"), "--mode"),
+])
+def test_bad_options_are_explained(tmp_path, kwargs, message):
+    cloud, _ = pixel_scene(10.0, 10.0, 1.0)
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "x.tif", resolution=1.0)
+    with pytest.raises(InputError, match=message):
+        reconstruct_dsm(inputs, ReconstructionOptions(**kwargs))

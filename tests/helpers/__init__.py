@@ -1,0 +1,1 @@
+"""Modules shared by several test modules: fixture builders and fakes, no tests."""

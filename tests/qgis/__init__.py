@@ -1,0 +1,1 @@
+"""Tests of implicity.implicity_qgis (Processing provider, algorithms, plugin, desktop)."""

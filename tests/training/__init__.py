@@ -1,0 +1,1 @@
+"""Tests of implicity.training (data preparation, degradation family, trainer)."""
