@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from implicity.core.errors import InputError
+from implicity.core.normalization import DEFAULT_Z_STD
 from implicity.core.yamlconfig import read_with_inheritance, resolve_inheritance
 
-#: Reference z scale (metres per normalised unit) of the demo data set.
-DEFAULT_Z_STD = 29.83779098
 #: Reference ortho-image (panchromatic DN) statistics of the demo configuration.
 DEFAULT_IMAGE_MEAN = 1132.664
 DEFAULT_IMAGE_STD = 487.496
@@ -59,7 +58,7 @@ class ModelConfig:
     decoder_hidden_dim: int = 32
     decoder_blocks: int = 5
     # robust inputs (off by default: the reference's networks see window-median heights and the
-    # data set's image statistics). See prior.py and normalization.py for why they help.
+    # data set's image statistics). See prior.py and core/normalization.py for why they help.
     height_reference: str = "window"    # "window": z − window median; "prior": z − robust surface prior
     prior_z_scale: float = 4.0          # metres per decoder unit of the prior-relative height
     prior_outlier_m: float = 5.0        # cells this far from their 5 × 5 median leave the prior

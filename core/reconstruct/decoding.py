@@ -77,11 +77,9 @@ class WindowFrame:
     z_std: float
 
     def normalize_points(self, xyz: np.ndarray) -> np.ndarray:
-        out = np.empty(xyz.shape, np.float32)
-        out[:, 0] = (xyz[:, 0] - self.x0) / self.size
-        out[:, 1] = (xyz[:, 1] - self.y0) / self.size
-        out[:, 2] = (xyz[:, 2] - self.shift) / self.z_std
-        return out
+        from ..normalization import normalize_points
+
+        return normalize_points(xyz, self.x0, self.y0, self.size, self.shift, self.z_std)
 
 
 class WindowDecoder:

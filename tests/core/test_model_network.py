@@ -19,12 +19,12 @@ from implicity.core.model import (
     EncodedPatch,
     ImpliCityNet,
     ModelConfig,
-    PatchNormalizer,
     build_model,
     load_model_config,
     reference_config,
 )
 from implicity.core.model import scatter as sc
+from implicity.core.normalization import PatchFrame
 
 VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 LITE_CONFIGS = {0: "implicity_0_lite.yaml", 1: "implicity_mono_lite.yaml", 2: "implicity_stereo_lite.yaml"}
@@ -166,7 +166,7 @@ def test_points_on_the_patch_edges_are_accepted() -> None:
 @pytest.mark.parametrize("n_images", [0, 1])
 def test_z_shift_equivariance(n_images: int) -> None:
     """Raising the whole scene by Δ (points and queries) must not change the occupancy: the median
-    shift of PatchNormalizer removes absolute height. Large projected coordinates on purpose."""
+    shift of the patch frame (core/normalization.py) removes absolute height. Large projected coordinates on purpose."""
     model = _lite(n_images, seed=3)
     rng = np.random.default_rng(5)
     x0, y0 = 2_600_000.0, 1_200_000.0
@@ -177,10 +177,10 @@ def test_z_shift_equivariance(n_images: int) -> None:
     images = torch.randn(1, n_images, 32, 32, generator=torch.Generator().manual_seed(2)) if n_images else None
 
     def occupancy(pts: np.ndarray, q: np.ndarray) -> torch.Tensor:
-        norm = PatchNormalizer.from_points(pts, x0, y0)
+        frame = PatchFrame.of_points(pts, x0, y0, 64.0)
         with torch.inference_mode():
-            return torch.sigmoid(model(torch.from_numpy(norm.normalize(q))[None],
-                                       torch.from_numpy(norm.normalize(pts))[None], images))
+            return torch.sigmoid(model(torch.from_numpy(frame.normalize_points(q))[None],
+                                       torch.from_numpy(frame.normalize_points(pts))[None], images))
 
     delta = np.array([0.0, 0.0, 137.3])
     base = occupancy(cloud, queries)
@@ -188,8 +188,8 @@ def test_z_shift_equivariance(n_images: int) -> None:
     torch.testing.assert_close(shifted, base, atol=1e-5, rtol=0.0)
     # the check is not vacuous: the network does respond to height
     assert (occupancy(cloud, queries + delta) - base).abs().max() > 1e-3
-    assert PatchNormalizer.from_points(cloud + delta, x0, y0).z_shift == pytest.approx(
-        PatchNormalizer.from_points(cloud, x0, y0).z_shift + delta[2], abs=1e-9)
+    assert PatchFrame.of_points(cloud + delta, x0, y0, 64.0).z_shift == pytest.approx(
+        PatchFrame.of_points(cloud, x0, y0, 64.0).z_shift + delta[2], abs=1e-9)
 
 
 def test_encode_flips_image_features_to_plane_orientation() -> None:
@@ -330,49 +330,6 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         load_model_config({"inherit_from": "ImpliCity-mono.yaml", "image_size": 100})
     with pytest.raises(InputError, match="no reference ImpliCity configuration"):
         reference_config(3)
-
-
-# --------------------------------------------------------------------------- normalisation
-
-def test_patch_normalizer_round_trip_with_projected_coordinates() -> None:
-    """Swiss LV95-sized coordinates: the float64 shift keeps the normalised frame exact to float32
-    rounding, and denormalize inverts normalize (numpy and torch)."""
-    rng = np.random.default_rng(0)
-    x0, y0 = 2_683_456.5, 1_247_988.25
-    xyz = np.column_stack([rng.uniform(0, 64, 2000) + x0, rng.uniform(0, 64, 2000) + y0,
-                           rng.uniform(400, 480, 2000)])
-    norm = PatchNormalizer.from_points(xyz, x0, y0)
-    assert norm.z_shift == pytest.approx(np.median(xyz[:, 2]), abs=1e-9)
-    n = norm.normalize(xyz)
-    assert n.dtype == np.float32
-    assert n[:, :2].min() >= 0.0 and n[:, :2].max() <= 1.0
-    exact = (xyz - [x0, y0, norm.z_shift]) / [64.0, 64.0, norm.z_std]
-    assert np.abs(n - exact).max() < 2e-7                 # only float32 rounding of the result
-    naive = (xyz.astype(np.float32) - np.float32([x0, y0, norm.z_shift])) / np.float32([64, 64, norm.z_std])
-    assert np.abs(naive - exact).max() > 100 * np.abs(n - exact).max()   # why the float64 shift matters
-    back = norm.denormalize(n)
-    assert back.dtype == np.float64 and np.abs(back - xyz).max() < 2e-5    # metres
-    assert np.array_equal(norm.normalize(xyz, dtype=np.float64), exact)
-
-    t = torch.from_numpy(xyz)
-    nt = norm.normalize(t)
-    assert nt.dtype == torch.float32
-    torch.testing.assert_close(nt, torch.from_numpy(n), atol=1e-7, rtol=0.0)
-    torch.testing.assert_close(norm.denormalize(nt), t, atol=2e-5, rtol=0.0)
-    z = np.array([401.25, 455.5])
-    assert np.allclose(norm.denormalize_z(norm.normalize_z(z)), z, atol=1e-9)
-    assert torch.allclose(norm.denormalize_z(norm.normalize_z(torch.tensor(z))), torch.tensor(z), atol=1e-9)
-
-
-def test_patch_normalizer_uses_points_inside_the_patch_only() -> None:
-    """The median is over points inside [x0, x0 + size] (edges included); an empty patch is an error."""
-    pts = np.array([[10.0, 10.0, 1.0], [64.0, 0.0, 2.0], [0.0, 64.0, 3.0],     # inside (two on edges)
-                    [64.01, 5.0, 900.0], [5.0, -0.01, 900.0], [200.0, 200.0, 900.0]])
-    norm = PatchNormalizer.from_points(pts, 0.0, 0.0)
-    assert norm.z_shift == 2.0
-    assert norm.inside(pts).tolist() == [True, True, True, False, False, False]
-    with pytest.raises(InputError, match="no input points inside"):
-        PatchNormalizer.from_points(pts, 1000.0, 1000.0)
 
 
 # --------------------------------------------------------------------------- scatter

@@ -1,5 +1,5 @@
 """Robust network inputs: the surface prior, prior-relative decoding, outlier clamping and the
-per-image ortho normalisation (core/model/prior.py, network.py, normalization.py)."""
+per-image ortho normalisation (core/model/prior.py, network.py, core/normalization.py)."""
 from __future__ import annotations
 
 import numpy as np

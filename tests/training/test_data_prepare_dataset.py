@@ -9,6 +9,7 @@ import rasterio
 
 from implicity.cli import main as cli_main
 from implicity.core.errors import InputError
+from implicity.core.reconstruct.decoding import WindowFrame, image_normalizer
 from implicity.training.data.dataset import PatchDataset, augment_grid, augment_xy
 from implicity.training.data.prepare import prepare_dataset
 from implicity.training.data.store import FORMAT_NAME, FORMAT_VERSION, PatchData, load_patch, save_patch, write_manifest
@@ -121,6 +122,34 @@ def test_sample_contract(prepared):
     assert not np.array_equal(ds[1]["query"], s["query"])
     with pytest.raises(InputError, match="no 'nope' patches"):
         PatchDataset(root, split="nope")
+
+
+@pytest.mark.parametrize("image_normalization", ["dataset", "per_image"])
+def test_training_and_inference_normalise_a_patch_identically(prepared, image_normalization):
+    """The dataset's sample of a prepared patch and the inference engine's window frame on the same
+    points in map coordinates give the network the same input: points, heights and orthos."""
+    from types import SimpleNamespace
+
+    _, root = prepared
+    ds = PatchDataset(root, split="train", n_query=64, augment=False, image_normalization=image_normalization)
+    entry = ds.entries[0]
+    patch = load_patch(root / entry["file"])
+    sample = ds[0]
+    # the patch's input points and ortho as inference reads them: map coordinates, raw intensities
+    map_xyz = patch.points.astype(np.float64) + [patch.x0, patch.y0, patch.z_shift]
+    frame = WindowFrame(patch.x0, patch.y0, patch.patch_size, float(np.median(map_xyz[:, 2])), ds.z_std)
+    assert frame.shift == pytest.approx(sample["normalizer"]["z_shift"], abs=1e-4)
+    np.testing.assert_allclose(frame.normalize_points(map_xyz), sample["points"], atol=2e-6, rtol=0)
+    # queries: the dataset's in patch xy and map heights; inference's from map xy and heights
+    q = sample["query"]
+    map_q = np.column_stack([q[:, :2] * patch.patch_size + [patch.x0, patch.y0],
+                             q[:, 2].astype(np.float64) * ds.z_std + sample["normalizer"]["z_shift"]])
+    np.testing.assert_allclose(frame.normalize_points(map_q), q, atol=2e-6, rtol=0)
+    config = SimpleNamespace(image_normalization=image_normalization, image_mean=ds.image_mean,
+                             image_std=ds.image_std)
+    at_inference = image_normalizer(SimpleNamespace(config=config))(patch.images.astype(np.float32))
+    np.testing.assert_array_equal(at_inference, sample["images"])
+    assert np.abs(sample["images"]).max() > 0.1  # a real image, not all zeros
 
 
 def _write_asymmetric(root):

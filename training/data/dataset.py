@@ -25,7 +25,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from implicity.core.errors import InputError
-from implicity.core.model.normalization import normalize_image
+from implicity.core.normalization import PatchFrame, height_shift, normalize_image
 
 from .degrade import DegradationFamily, degrade_surface
 from .labels import QuerySamplingConfig, loss_weights, occupancy_labels, sample_queries
@@ -102,20 +102,21 @@ class PatchDataset(Dataset):
         weight = loss_weights(query, res, patch.dsm, patch.valid, patch.building, patch.forest, patch.water,
                               self.query_config)
 
-        z_shift = float(patch.z_shift)
-        points = patch.points.astype(np.float64)
+        # Stored points are relative to the patch's south-west corner and height shift; queries and
+        # the DSM are in patch xy and map heights. One frame (origin 0, 0) normalises all of them.
+        frame = PatchFrame(0.0, 0.0, float(size), float(patch.z_shift), self.z_std)
+        points = patch.points.astype(np.float64) + np.array([0.0, 0.0, frame.z_shift])
         if self.degradation is not None:  # a fresh photogrammetric-like cloud of the reference surface
             degraded = degrade_surface(rng, patch.dsm, patch.valid, res, self.degradation).xyz
-            if len(degraded) >= MIN_DEGRADED_POINTS:
-                z_shift = float(np.median(degraded[:, 2]))  # as inference does: median of the input
-                points = np.column_stack([degraded[:, :2], degraded[:, 2] - z_shift])
-            else:
-                points = points.copy()
+            if len(degraded) >= MIN_DEGRADED_POINTS:  # as inference does: shift = median of the input
+                frame = PatchFrame(0.0, 0.0, float(size), height_shift(degraded[:, 2]), self.z_std)
+                points = np.asarray(degraded, dtype=np.float64)
         if self.max_points is not None and len(points) > self.max_points:
             points = points[np.sort(rng.choice(len(points), self.max_points, replace=False))]
-        pts = np.column_stack([points[:, 0] / size, points[:, 1] / size, points[:, 2] / self.z_std])
-        q = np.column_stack([query[:, 0] / size, query[:, 1] / size, (query[:, 2] - z_shift) / self.z_std])
-        dsm = np.where(patch.valid > 0, (patch.dsm - z_shift) / self.z_std, np.nan)
+        pts = frame.normalize_points(points)
+        q = frame.normalize_points(query)
+        dsm = np.where(patch.valid > 0, frame.normalize_z(patch.dsm), np.nan)
+        z_shift = frame.z_shift
         images = patch.images.astype(np.float32)
         if self.photometric is not None and len(images):
             images = augment_images(rng, images, self.photometric)

@@ -28,6 +28,7 @@ import numpy as np
 
 from implicity.core.crs import describe_crs
 from implicity.core.errors import InputError
+from implicity.core.normalization import DEFAULT_Z_STD, PatchFrame
 from implicity.core.yamlconfig import read_yaml_mapping
 
 from .labels import QuerySamplingConfig
@@ -35,7 +36,6 @@ from .scenes import Scene, dataclass_from_mapping, scenes_from_source
 from .store import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, PatchData, read_manifest, save_patch, write_manifest
 
 SPLITS = ("train", "val", "test")
-Z_STD = 29.83779098  # the reference implementation's height scale
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class PrepareConfig:
     resolution: float = 0.5  # reference DSM and ortho pixel size
     stride: float = 32.0
     n_images: int = 0
-    z_std: float = Z_STD
+    z_std: float = DEFAULT_Z_STD
     min_valid_fraction: float = 0.5
     min_points: int = 200
     queries: dict[str, Any] = field(default_factory=dict)
@@ -126,9 +126,8 @@ def cut_patches(scene: Scene, cfg: PrepareConfig, labels: list[str], axis: str):
         sel = (xs >= x0) & (xs < x0 + cfg.patch_size) & (ys >= y0) & (ys < y0 + cfg.patch_size)
         if int(sel.sum()) < cfg.min_points:
             continue
-        pts = scene.points[sel]
-        z_shift = float(np.median(pts[:, 2]))
-        local = np.column_stack([pts[:, 0] - x0, pts[:, 1] - y0, pts[:, 2] - z_shift])
+        frame = PatchFrame.of_points(scene.points[sel], x0, y0, cfg.patch_size, cfg.z_std)
+        local, z_shift = frame.local(scene.points[sel]), frame.z_shift
         images = np.stack([im[win] for im in scene.images]) if scene.images else np.zeros((0, p, p), np.float32)
         yield split, PatchData(points=local, images=images, dsm=dsm, valid=valid.astype(np.uint8),
                                building=scene.building[win], forest=scene.forest[win], water=scene.water[win],
