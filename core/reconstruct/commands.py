@@ -9,8 +9,9 @@ from ..commands import add_max_pixels_arg
 from ..progress import tqdm_progress
 
 MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.4x, search bracketed by nearby point "
-             "heights, bisection + interpolation. reference: the reference generator's scheme (16 m "
-             "stride, -100..+80 m scan at 16 m, 4 refinements /4, ramp blending) for comparison; ~20-50x slower.")
+             "heights, bisection + interpolation, evidence rules against pits. reference: the paper's "
+             "generator, reproduced as the yardstick (16 m stride, -100..+80 m scan at 16 m, 4 refinements /4, "
+             "its query positions and blend weights, no evidence rules); much slower.")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-edge-blend", action="store_true",
                    help="Keep the network's heights along the outer edge of the cloud (still bounded by "
                         "--search-margin).")
-    p.add_argument("--no-adaptive-range", action="store_true",
-                   help="Do not widen the -100..+80 m range to the window's point heights (towers/valleys).")
+    p.add_argument("--adaptive-range", action="store_true",
+                   help="Reference mode: widen the paper's -100..+80 m scan to the window's point heights "
+                        "(towers, valleys). A deviation from the paper's generator, so off by default.")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="Decoder queries per call (default: from free memory; halved on CUDA out-of-memory).")
     p.add_argument("--fill", choices=["idw", "nearest", "none"], default="idw",
@@ -105,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         evidence = dataclasses.replace(evidence, blend=False)
     options = ReconstructionOptions(
         mode=args.mode, device=args.device, window_stride=args.stride, overlap=args.overlap, fast_search=fast,
-        evidence=evidence, adaptive_range=not args.no_adaptive_range, batch_size=args.batch_size, fill=args.fill,
+        evidence=evidence, adaptive_range=args.adaptive_range, batch_size=args.batch_size, fill=args.fill,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
     )

@@ -86,20 +86,31 @@ class WindowDecoder:
     """``evaluate(pixels, heights) -> logits`` for the pixel centres of one encoded window."""
 
     def __init__(self, model: Any, features: Any, frame: WindowFrame, xy: np.ndarray,
-                 device: torch.device, runner: BatchRunner, precision: str):
+                 device: torch.device, runner: BatchRunner, precision: str, xy_is_normalized: bool = False):
+        """``xy``: (P, 2) map coordinates of the pixels, or, with ``xy_is_normalized``, their float32
+        window coordinates in [0, 1] as given (the reference mode passes the paper's own)."""
         self.model, self.features, self.frame = model, features, frame
         self.device, self.runner, self.precision = device, runner, precision
-        xyn = np.empty(xy.shape, np.float32)
-        xyn[:, 0] = (xy[:, 0] - frame.x0) / frame.size
-        xyn[:, 1] = (xy[:, 1] - frame.y0) / frame.size
+        if xy_is_normalized:
+            xyn = np.ascontiguousarray(xy, dtype=np.float32)
+        else:
+            xyn = np.empty(xy.shape, np.float32)
+            xyn[:, 0] = (xy[:, 0] - frame.x0) / frame.size
+            xyn[:, 1] = (xy[:, 1] - frame.y0) / frame.size
         self.xy = torch.from_numpy(xyn).to(device)
         self.queries = 0
 
     def __call__(self, pixels: np.ndarray, heights: np.ndarray) -> np.ndarray:
-        q, k = heights.shape
+        """Logits (P, K) at map heights (P, K) above the given pixels (indices into ``xy``)."""
+        return self.normalized(pixels, ((heights - self.frame.shift) / self.frame.z_std).astype(np.float32))
+
+    def normalized(self, pixels: np.ndarray, zn: np.ndarray) -> np.ndarray:
+        """Logits (P, K) at normalised heights ``(z − shift) / z_std`` (float32), the unit the
+        paper's generator searches in."""
+        q, k = zn.shape
         if q == 0:
             return np.zeros((0, k), np.float32)
-        zn = torch.from_numpy(((heights - self.frame.shift) / self.frame.z_std).astype(np.float32)).to(self.device)
+        zn = torch.from_numpy(np.ascontiguousarray(zn, dtype=np.float32)).to(self.device)
         xy = self.xy[torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)]
         query = torch.cat([xy[:, None, :].expand(q, k, 2), zn[..., None]], dim=-1).reshape(1, q * k, 3)
         self.queries += q * k

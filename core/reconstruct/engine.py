@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from ..baseline import load_points
 from ..errors import CancelledError, ImplicityError, InputError
@@ -51,7 +52,8 @@ from .options import (
     ReconstructionResult,
     ReferenceSearchOptions,
 )
-from .search import ABOVE, BELOW, bracket_search, coarse_count, reference_search
+from .original import lower_median, original_heights, query_xy, strict_crop
+from .search import ABOVE, BELOW, bracket_search, coarse_count
 from .tiling import PointIndex, plan_windows
 
 log = logging.getLogger(__name__)
@@ -104,17 +106,16 @@ class _Stats(dict):
         self[key] = self.get(key, 0) + value
 
 
-def _wide_range(shift: float, zmin: float, zmax: float, ref: ReferenceSearchOptions,
-                adaptive: bool, margin: float) -> tuple[float, int]:
-    """Start and sample count of the reference scan, widened on the lattice to the point heights."""
-    lo = shift - ref.range_below
-    hi = shift + ref.range_above
-    if adaptive:
-        if zmin - margin < lo:
-            lo -= math.ceil((lo - (zmin - margin)) / ref.coarse_step) * ref.coarse_step
-        hi = max(hi, zmax + margin)
-    n = int(math.floor((hi - lo) / ref.coarse_step + 1e-9)) + 1
-    return lo, n
+def _adaptive_range(shift: float, points_z: np.ndarray, ref: ReferenceSearchOptions,
+                    margin: float) -> tuple[float, int]:
+    """The reference scan widened on its lattice to the window's point heights ± ``margin`` (a lone
+    blunder does not widen it): metres below the shift where it starts, and its sample count."""
+    below, top = ref.range_below, ref.range_above
+    body = axis_body(points_z - shift, max_gap=2.0 * margin)
+    if body.lo - margin < -below:
+        below += math.ceil((-below - (body.lo - margin)) / ref.coarse_step) * ref.coarse_step
+    top = max(top, body.hi + margin)
+    return below, max(1, int(math.ceil((top + below) / ref.coarse_step - 1e-9)))
 
 
 def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionOptions,
@@ -142,23 +143,6 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     return height, clamped
 
 
-def _reference_heights(decoder: WindowDecoder, points: np.ndarray, ev: Evidence, shift: float,
-                       options: ReconstructionOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The reference scheme's heights on the eligible pixels, then clamped to the envelope."""
-    ref = options.reference_search
-    body = axis_body(points[:, 2], max_gap=2.0 * options.range_margin)  # a lone blunder does not widen the scan
-    lo, n = _wide_range(shift, body.lo, body.hi, ref, options.adaptive_range, options.range_margin)
-    pixels = np.flatnonzero(ev.eligible)
-    height = np.full(ev.lo.shape, np.nan)
-    if pixels.size:
-        height[pixels] = reference_search(decoder, pixels, np.full(pixels.size, lo), n, ref.coarse_step,
-                                          ref.refinements, ref.refine_factor, ref.refine_offsets)
-    env_lo, env_hi = ev.envelope(options.evidence.margin)
-    with np.errstate(invalid="ignore"):
-        clamped = (height < env_lo) | (height > env_hi)
-    return np.where(clamped, np.clip(height, env_lo, env_hi), height), clamped
-
-
 def _steer_by_evidence(height: np.ndarray, conf: np.ndarray | None, clamped: np.ndarray, ev: Evidence,
                        stats: _Stats) -> tuple[np.ndarray, np.ndarray | None]:
     """Blend towards the points' surface near the outer edge of the data; flag what was steered in
@@ -182,7 +166,7 @@ def _confidence(decoder: WindowDecoder, height: np.ndarray, delta: float) -> np.
     ok = np.flatnonzero(np.isfinite(height))
     if ok.size:
         z = np.stack([height[ok] - delta, height[ok] + delta], axis=1)
-        p = 1.0 / (1.0 + np.exp(-decoder(ok, z).astype(np.float64)))
+        p = expit(decoder(ok, z).astype(np.float64))
         conf[ok] = np.clip(p[:, 0] - p[:, 1], 0.0, 1.0)
     return conf
 
@@ -358,37 +342,46 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
                     raise CancelledError("reconstruction stopped by the user; no output was written")
                 done += 1
                 points = index.query(*win.bounds())
+                original = options.mode == "reference"
+                if original:
+                    points = strict_crop(points, *win.bounds())
                 if points.shape[0] < max(1, options.min_points_per_window):
                     skipped += 1
                     continue
-                ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
-                                     win.shape, options.evidence, options.fill_max_distance)
-                if not ev.eligible.any():  # no point within reach of any pixel it decodes
-                    skipped += 1
-                    continue
-                shift = float(np.median(points[:, 2]))
+                ev = None
+                if not original:
+                    ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
+                                         win.shape, options.evidence, options.fill_max_distance)
+                    if not ev.eligible.any():  # no point within reach of any pixel it decodes
+                        skipped += 1
+                        continue
+                shift = lower_median(points[:, 2]) if original else float(np.median(points[:, 2]))
                 frame = WindowFrame(win.x0, win.y0, window_size, shift, z_std)
                 t0 = time.perf_counter()
                 images = orthos.read(win.x0, win.y0, window_size) if orthos is not None else None
                 features = encode_window(model, frame.normalize_points(points), images, device, options.precision)
                 t1 = time.perf_counter()
-                cols = xmin + (np.arange(win.c0, win.c1) + 0.5) * res
-                rws = ymax - (np.arange(win.r0, win.r1) + 0.5) * res
-                xx, yy = np.meshgrid(cols, rws)
-                decoder = WindowDecoder(model, features, frame, np.column_stack([xx.ravel(), yy.ravel()]),
-                                        device, runner, options.precision)
-                if options.mode == "fast":
-                    height, clamped = _fast_heights(decoder, ev, options, stats)
+                xy = query_xy(win) if original else win.pixel_centres(res, xmin, ymax)
+                decoder = WindowDecoder(model, features, frame, xy, device, runner, options.precision,
+                                        xy_is_normalized=original)
+                if original:
+                    widened = _adaptive_range(shift, points[:, 2], options.reference_search, options.range_margin) \
+                        if options.adaptive_range else None
+                    height = original_heights(decoder.normalized, win.shape[0] * win.shape[1], shift, z_std,
+                                              options.reference_search, widened)
+                    conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
+                    eligible = None
                 else:
-                    height, clamped = _reference_heights(decoder, points, ev, shift, options)
-                conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
-                height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
+                    height, clamped = _fast_heights(decoder, ev, options, stats)
+                    conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
+                    height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
+                    eligible = ev.eligible.reshape(win.shape)
                 stats.add("encode_s", t1 - t0)
                 stats.add("search_s", time.perf_counter() - t1)
                 stats.add("queries", decoder.queries)
                 stats.add("decoded_pixels", height.size)
                 acc.add(win.r0, win.c0, height.reshape(win.shape), win.weights(res),
-                        None if conf is None else conf.reshape(win.shape), ev.eligible.reshape(win.shape))
+                        None if conf is None else conf.reshape(win.shape), eligible)
                 tiles += 1
                 report(done / max(total, 1), f"window {done}/{total}")
             finished = rows[j + 1][0].r0 if j + 1 < len(rows) and rows[j + 1] else grid.height

@@ -8,11 +8,31 @@ Two modes share one engine:
   ``evidence.py``) and refined by bisection, with a final linear interpolation of the logits between
   the last occupied and the first free sample. Pixels whose surface lies outside the envelope are
   clamped to it and flagged in the confidence raster.
-* ``reference``: the reference generator's scheme — 16 m stride, every window decodes every pixel
-  it covers, coarse 16 m scan from −100 m to +80 m around the window's shift, 4 refinements ÷4 with
-  offsets −1…+3, the highest occupied sample wins, triangular ramp weights from 0.001 to 1.
+* ``reference``: the paper's generator (``GeneratorDSM`` of the reference implementation with its
+  test settings), kept as the yardstick the fast mode is measured against. Windows at a 16 m
+  stride; each decodes every pixel it covers; per pixel a coarse scan from −100 m up to (not
+  including) +80 m around the window's shift every 16 m, the highest occupied sample, then 4
+  refinements that divide the step by 4 and test offsets −1…+3 around the estimate; the result is
+  the highest occupied sample of the last round (up to one final step, 0.0625 m, below the
+  crossing). It reproduces five details in which the paper's generator differs from a
+  pixel-centred scheme:
 
-Both modes then apply the same evidence rules (``evidence.py``): heights clamped to the envelope,
+  1. Queries at i / (n − 1) of the window (n pixels per side), written into the n pixels the
+     window covers: up to half a pixel off the pixel centres.
+  2. Blending weights ``linspace(0.001, 1)`` over the first ⌊n/2⌋ pixel indices and back down over
+     the last ⌊n/2⌋, x times y.
+  3. Points cropped with x0 < x < x1, y0 < y < y1 (strict), and the window's height shift is the
+     lower median of their heights (``torch.median``).
+  4. Windows stay inside the extent: every 16 m from its west and south bounds while they fit,
+     then one flush with the east and north bounds (25 windows on a 128 m square, not 121).
+  5. A pixel where nothing is occupied takes the window's shift at full weight (``fill_empty``),
+     and the −100…+80 m range is never widened (``adaptive_range`` widens it: a deviation, off).
+
+  The evidence rules below are not part of it: it reproduces the paper's pits at building edges.
+  Our additions are only what the paper's code cannot do: a window without points is skipped (the
+  paper's code stops there), and the optional confidence raster.
+
+The fast mode alone applies the evidence rules (``evidence.py``): heights clamped to the envelope,
 blended towards the points' own surface near the outer edge of the cloud, and no height farther
 than ``fill_max_distance`` from every input point.
 """
@@ -90,7 +110,7 @@ class ReconstructionOptions:
     reference_search: ReferenceSearchOptions = field(default_factory=ReferenceSearchOptions)
     fast_search: FastSearchOptions = field(default_factory=FastSearchOptions)
     evidence: EvidenceOptions = field(default_factory=EvidenceOptions)
-    adaptive_range: bool = True  # widen the reference range to the window's point heights ± margin
+    adaptive_range: bool = False  # reference: widen the −100…+80 m range to the window's points ± margin
     range_margin: float = 10.0
     batch_size: int | None = None  # queries per decoder call; None = from free memory
     fill: FillMethod = "idw"  # pixels without an occupied sample: filled, or nodata with "none"

@@ -2,11 +2,9 @@
 
 The field is probed through an ``evaluate(pixels, heights) -> logits`` callable (logit > 0 means
 occupied, i.e. sigmoid > 0.5), so the searches are plain vectorised numpy over all pixels of a
-window and know nothing about the network. Two strategies:
+window and know nothing about the network. (The reference mode's search, the paper's, is in
+``original.py``.)
 
-* :func:`reference_search` — the reference generator: a coarse scan, the highest occupied sample,
-  then rounds that divide the step and test fixed offsets around the estimate; the result is the
-  highest occupied sample of the last round (so it lies up to one final step below the surface).
 * :func:`bracket_search` — the fast mode: a per-pixel bracket [lo, hi], a few coarse samples in it,
   bisection-like rounds that only test inside the current bracket (the sample below is known
   occupied and the one above known free, so no query is repeated), and a final linear zero crossing
@@ -32,29 +30,6 @@ def _highest_occupied(logits: np.ndarray) -> np.ndarray:
     occ = logits > 0
     idx = np.where(occ, np.arange(k)[None, :], -1)
     return idx.max(axis=1)
-
-
-def reference_search(evaluate: Evaluate, pixels: np.ndarray, lo: np.ndarray, n_coarse: int,
-                     coarse_step: float, refinements: int, factor: int,
-                     offsets: tuple[int, ...]) -> np.ndarray:
-    """Reference coarse-to-fine search; heights (P,) with NaN where no sample was occupied."""
-    z = lo[:, None] + coarse_step * np.arange(n_coarse)[None, :]
-    k = _highest_occupied(evaluate(pixels, z))
-    found = k >= 0
-    h = lo + coarse_step * np.maximum(k, 0)
-    pix, hf = pixels[found], h[found]
-    offs = np.asarray(offsets, dtype=np.float64)[None, :]
-    step = float(coarse_step)
-    for _ in range(refinements):
-        step /= factor
-        if pix.size == 0:
-            break
-        zz = hf[:, None] + offs * step
-        kk = _highest_occupied(evaluate(pix, zz))
-        hf = np.where(kk >= 0, zz[np.arange(zz.shape[0]), np.maximum(kk, 0)], hf)
-    out = np.full(pixels.shape[0], np.nan)
-    out[found] = hf
-    return out
 
 
 @dataclass

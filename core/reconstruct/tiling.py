@@ -33,7 +33,9 @@ class Window:
     c1: int
     d_u: tuple[float, float]  # decode region in u/v offsets (unclipped), for the weights
     d_v: tuple[float, float]
-    ramp: str  # "overlap:<width>" (fast) or "triangle" (reference)
+    ramp: str  # "overlap:<width>" (fast) or "original" (reference: the paper's generator)
+    origin_px: tuple[int, int] = (0, 0)  # "original": the window's first pixel (row, col), unclipped
+    n_px: int = 0  # "original": pixels per window side (patch size / resolution)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -43,22 +45,49 @@ class Window:
         return (self.x0, self.y0, self.x0 + self.size, self.y0 + self.size)
 
     def weights(self, res: float) -> np.ndarray:
-        """(h, w) float32 blending weights of the decode region (separable x·y ramps)."""
+        """(h, w) blending weights of the decode region (separable x·y ramps)."""
+        if self.ramp == "original":
+            wv = original_ramp(self.n_px)[self.r0 - self.origin_px[0]:self.r1 - self.origin_px[0]]
+            wu = original_ramp(self.n_px)[self.c0 - self.origin_px[1]:self.c1 - self.origin_px[1]]
+            return np.outer(wv, wu)  # float64, as the reference accumulates
         u = (np.arange(self.c0, self.c1) + 0.5) * res
         v = (np.arange(self.r0, self.r1) + 0.5) * res
         return np.outer(self._ramp(v, self.d_v), self._ramp(u, self.d_u)).astype(np.float32)
 
+    def pixel_centres(self, res: float, xmin: float, ymax: float) -> np.ndarray:
+        """(h·w, 2) map x, y of the decoded pixels' centres, row-major."""
+        xx, yy = np.meshgrid(xmin + (np.arange(self.c0, self.c1) + 0.5) * res,
+                             ymax - (np.arange(self.r0, self.r1) + 0.5) * res)
+        return np.column_stack([xx.ravel(), yy.ravel()])
+
     def _ramp(self, t: np.ndarray, span: tuple[float, float]) -> np.ndarray:
         lo, hi = span
-        if self.ramp == "triangle":
-            # The reference: 0.001 at the window edge, 1 at its centre, linear in between.
-            f = np.clip((t - lo) / (hi - lo), 0.0, 1.0)
-            return 0.001 + 0.999 * np.minimum(2 * f, 2 - 2 * f)
         width = float(self.ramp.split(":", 1)[1])
         if width <= 0:
             return np.ones_like(t)
         # Linear ramps over the overlap: two neighbours' weights sum to exactly 1 there.
         return np.clip(np.minimum(t - lo, hi - t) / width, 1e-3, 1.0)
+
+
+def original_ramp(n: int) -> np.ndarray:
+    """The paper generator's 1-D blending weights over a window's n pixels (float64): the first
+    ⌊n/2⌋ pixels rise linearly from 0.001 to 1 (a ``linspace`` over pixel indices), the last ⌊n/2⌋
+    fall from 1 to 0.001, a middle pixel of an odd n weighs 1 (deviation 2 in ``options.py``)."""
+    w = np.ones(n, np.float64)
+    k = n // 2
+    if k > 0:
+        w[:k] = np.linspace(1e-3, 1.0, k)
+        w[n - k:] = np.linspace(1.0, 1e-3, k)
+    return w
+
+
+def original_anchors(extent: float, window_size: float, stride: float) -> list[float]:
+    """Window starts of the paper's sliding windows along one axis, as offsets from the extent's
+    lower bound: every ``stride`` from the bound while the window stays inside, then one window
+    flush with the upper bound (deviation 4 in ``options.py``). An extent narrower than a window
+    gets one window ending at the upper bound."""
+    starts = list(np.arange(0.0, extent - window_size, stride))
+    return [float(a) for a in starts] + [extent - window_size]
 
 
 def _pixel_range(lo: float, hi: float, res: float, n: int) -> tuple[int, int]:
@@ -92,8 +121,9 @@ def plan_windows(grid: GridSpec, window_size: float, stride: float, mode: str,
     the most context), neighbours' regions overlap by ``overlap`` and are blended with linear ramps;
     border windows slide inwards, but only as far as ``data_bounds`` (the points' xmin, ymin, xmax,
     ymax; default: the grid) requires.
-    reference: windows at ``stride`` starting ``window_size − stride`` before the extent so every
-    pixel is decoded by (window_size / stride)² windows, each over the whole window.
+    reference: the paper's generator — windows at ``stride`` from the extent's west and south
+    bounds, the last flush with the east and north bounds (:func:`original_anchors`), each decoding
+    every pixel it covers, blended with :func:`original_ramp`.
     """
     res = grid.resolution
     width_m, height_m = grid.width * res, grid.height * res
@@ -118,14 +148,7 @@ def plan_windows(grid: GridSpec, window_size: float, stride: float, mode: str,
         origins_v = [_fast_origin(span, window_size, height_m, data_v) for span in spans_v]
         ramp = f"overlap:{overlap}"
     elif mode == "reference":
-        first = math.floor(-window_size / stride) + 1
-        ks_u = range(first, math.ceil(width_m / stride - 1e-9))
-        ks_v = range(first, math.ceil(height_m / stride - 1e-9))
-        origins_u = [k * stride for k in ks_u]
-        origins_v = [k * stride for k in ks_v]
-        spans_u = [(o, o + window_size) for o in origins_u]
-        spans_v = [(o, o + window_size) for o in origins_v]
-        ramp = "triangle"
+        return _original_plan(grid, window_size, stride)
     else:
         raise InputError(f"Unknown mode '{mode}'; use fast or reference.")
     xmin, _, _, ymax = grid.bounds
@@ -141,6 +164,33 @@ def plan_windows(grid: GridSpec, window_size: float, stride: float, mode: str,
                 continue
             row.append(Window(j, i, xmin + ou, ymax - ov - window_size, window_size,
                               r0, r1, c0, c1, su, sv, ramp))
+        rows.append(row)
+    return rows
+
+
+def _original_plan(grid: GridSpec, window_size: float, stride: float) -> list[list[Window]]:
+    """The paper generator's windows, rows north→south (see :func:`plan_windows`)."""
+    res = grid.resolution
+    width_m, height_m = grid.width * res, grid.height * res
+    n = int(round(window_size / res))
+    xmin, ymin, _, _ = grid.bounds
+    xs = original_anchors(width_m, window_size, stride)
+    ys = sorted(original_anchors(height_m, window_size, stride), reverse=True)  # north first
+    rows: list[list[Window]] = []
+    for j, ay in enumerate(ys):
+        v0 = height_m - ay - window_size  # offset of the window's top below the extent's top
+        pr = math.floor(v0 / res + 0.5 + 1e-9)  # the pixel holding the window's first pixel centre
+        r0, r1 = max(0, pr), min(grid.height, pr + n)
+        if r1 <= r0:
+            continue
+        row = []
+        for i, ax in enumerate(xs):
+            pc = math.floor(ax / res + 0.5 + 1e-9)
+            c0, c1 = max(0, pc), min(grid.width, pc + n)
+            if c1 <= c0:
+                continue
+            row.append(Window(j, i, xmin + ax, ymin + ay, window_size, r0, r1, c0, c1,
+                              (ax, ax + window_size), (v0, v0 + window_size), "original", (pr, pc), n))
         rows.append(row)
     return rows
 

@@ -80,8 +80,8 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "<b>Model checkpoint</b> (optional): a trained .pt file; empty = the model shipped with the plugin "
             "for that number of images (ImpliCity-0, -mono or -stereo).<br>" + RESOLUTION_HELP + EXTENT_HELP
             + "<b>Device</b>: auto (a CUDA GPU if present, else the CPU), cpu or cuda. The device used is logged.<br>"
-            "<b>Search mode</b> (advanced): fast (default) or reference (the original exhaustive search; "
-            "20–50× slower, for comparison).<br>"
+            "<b>Search mode</b> (advanced): fast (default) or reference (the paper's generator, reproduced as a "
+            "yardstick: many times slower, and without the fast mode's protection against pits).<br>"
             "<b>Confidence</b> (optional): raster in [0, 1], the occupancy just below minus just above the "
             "surface (1 = sharp, certain surface; 0 = a guess or a filled hole).<br>"
             "<b>DSM</b>: float32 Cloud-Optimized GeoTIFF in the point cloud's CRS (nodata -9999), added to the "

@@ -56,12 +56,13 @@ def test_reference_mode_recovers_surface_within_its_final_step(tmp_path):
     result = reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", mode="reference"))
     dsm = read_dsm(result.dsm_path)
     step = ReconstructionOptions().reference_search.final_step
-    # The reference keeps the highest occupied sample: at most one final step below the surface.
+    # The reference keeps the highest occupied sample: at most one final step below the surface
+    # (plus ~1 mm: the paper's float32 "+1000" arithmetic, reproduced).
     diff = truth - dsm
     assert np.isfinite(dsm).all()
-    assert diff.min() >= -1e-5 and diff.max() <= step + 1e-5  # float32 output
-    # 16 m stride: interior pixels are decoded by 16 windows.
-    assert result.tiles == 6 * 5  # (40/16 → 3 + 3 leading) x (24/16 → 2 + 3 leading) windows
+    assert diff.min() >= -2e-3 and diff.max() <= step + 2e-3
+    # The paper's windows stay inside the extent: one 64 m window over this 40 x 24 m extent.
+    assert result.tiles == 1
 
 
 def _envelope(truth: np.ndarray, low: bool) -> np.ndarray:

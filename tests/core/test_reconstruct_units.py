@@ -9,7 +9,9 @@ from implicity.core.gridding import fill_holes
 from implicity.core.raster import GridSpec
 from implicity.core.reconstruct.blending import BlendAccumulator, FillingRowSink
 from implicity.core.reconstruct.device import BatchRunner, auto_batch_size, resolve_device
-from implicity.core.reconstruct.search import ABOVE, BELOW, bracket_search, reference_search
+from implicity.core.reconstruct.options import ReferenceSearchOptions
+from implicity.core.reconstruct.original import original_search
+from implicity.core.reconstruct.search import ABOVE, BELOW, bracket_search
 from implicity.core.reconstruct.tiling import PointIndex, plan_windows
 
 RNG = np.random.default_rng(7)
@@ -53,13 +55,23 @@ def test_bracket_search_takes_the_highest_crossing_and_reports_misses():
     assert above.status[0] == ABOVE
 
 
-def test_reference_search_semantics():
+def test_original_search_semantics():
     s = RNG.uniform(-50, 60, 300)
-    evaluate, calls = _linear_field(s)
-    h = reference_search(evaluate, np.arange(300), np.full(300, -100.0), 12, 16.0, 4, 4, (-1, 0, 1, 2, 3))
-    d = s - h
-    assert d.min() >= 0 and d.max() < 16.0 / 4 ** 4
+    calls = []
+
+    def evaluate(pixels, zn):  # the paper searches normalised heights (z_std 30 m here)
+        calls.append(zn.size)
+        assert zn.dtype == np.float32 and zn.shape[0] == 300  # every pixel, every round, as the paper
+        return np.where(zn * 30.0 < s[pixels, None], 1.0, -1.0).astype(np.float32)
+
+    h, empty = original_search(evaluate, 300, 30.0, ReferenceSearchOptions())
+    d = s - h * 30.0
+    # The highest occupied sample: up to one final step below; float32 rounding around 1000 (its
+    # "+1000" trick) moves each estimate by at most ~1 mm.
+    assert not empty.any() and d.min() >= -2e-3 and d.max() < 16.0 / 4 ** 4 + 2e-3
     assert sum(calls) == 300 * (12 + 4 * 5)  # the reference's 32 queries per pixel
+    nothing, empty = original_search(lambda p, z: -np.ones(z.shape, np.float32), 5, 30.0, ReferenceSearchOptions())
+    assert empty.all() and (nothing == 0).all()  # fill_empty: height 0 = the window's shift
 
 
 @pytest.mark.parametrize("width_m,height_m,res", [(100.0, 70.0, 0.5), (64.0, 64.0, 1.0), (13.0, 200.0, 0.3)])
@@ -78,15 +90,16 @@ def test_fast_windows_cover_every_pixel_with_weights_summing_to_one(width_m, hei
     assert inner.size == 0 or np.allclose(inner, 1.0, atol=1e-6)
 
 
-def test_reference_windows_decode_interior_pixels_sixteen_times():
+def test_reference_windows_cover_every_pixel_with_the_papers_weights():
     grid = GridSpec.from_bounds(0.0, 0.0, 96.0, 80.0, 1.0, None)
     count = np.zeros(grid.shape, int)
     for row in plan_windows(grid, 64.0, 16.0, "reference"):
         for w in row:
             count[w.r0:w.r1, w.c0:w.c1] += 1
             wt = w.weights(1.0)
-            assert wt.min() >= 0.001 ** 2 and wt.max() <= 1.0
-    assert (count == 16).all()
+            assert w.shape == (64, 64) and wt.min() >= 0.001 ** 2 and wt.max() <= 1.0
+    # x anchors 0, 16, 32 (flush); y anchors 0, 16 (flush): corners are decoded once, the centre 6 times.
+    assert count[0, 0] == 1 and count[40, 48] == 6 and (count >= 1).all()
 
 
 def test_point_index_matches_brute_force():
