@@ -26,8 +26,9 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from ..gridding import check_resolution, grid_for_points
 from ..outliers import axis_body
 from ..outputs import check_output_path
 from ..pointcloud import PointCloud
-from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter
+from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter, GridSpec
 from .blending import BlendAccumulator, FillingRowSink
 from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model, occupancy_logit
 from .device import BatchRunner, auto_batch_size, resolve_device
@@ -54,7 +55,7 @@ from .options import (
 )
 from .original import lower_median, original_heights, query_xy, strict_crop
 from .search import ABOVE, BELOW, bracket_search, coarse_count
-from .tiling import PointIndex, plan_windows
+from .tiling import PointIndex, Window, plan_windows
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
@@ -277,6 +278,95 @@ def _grown(bounds: tuple[float, float, float, float], margin: float) -> tuple[fl
     return bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin
 
 
+@dataclass
+class WindowContext:
+    """What computing a window needs besides its points; shared by the windows of a run (one process)
+    or of a block (a Dask task, ``core/cluster``)."""
+
+    model: Any
+    device: torch.device
+    runner: BatchRunner
+    grid: GridSpec
+    options: ReconstructionOptions  # in map units (``_scaled``)
+    window_size: float
+    z_std: float
+    orthos: OrthoWindows | None
+    with_confidence: bool
+    is_cancelled: CancelFn | None = None
+
+
+def blend_windows(windows: Iterable[Window], index: PointIndex, ctx: WindowContext, acc: BlendAccumulator,
+                  stats: _Stats, on_window: Callable[[], None] | None = None) -> tuple[int, int]:
+    """Compute each window from the points of ``index`` and add its heights (and confidence) to ``acc``.
+
+    The one window loop of the engine: one process calls it per window row, a Dask block task for
+    its block's windows; the blend sums are integers (``BlendAccumulator``), so both give the same
+    DSM. Returns (windows computed, windows skipped for lack of points); ``on_window`` is called
+    after each window, and ``ctx.is_cancelled`` is asked before each.
+    """
+    ctx_margin = context_margin(ctx.grid.resolution, ctx.options.evidence, ctx.options.fill_max_distance)
+    tiles = skipped = 0
+    for win in windows:
+        if ctx.is_cancelled is not None and ctx.is_cancelled():
+            raise CancelledError("reconstruction stopped by the user; no output was written")
+        if _blend_window(win, index, ctx, acc, stats, ctx_margin):
+            tiles += 1
+        else:
+            skipped += 1
+        if on_window is not None:
+            on_window()
+    return tiles, skipped
+
+
+def _blend_window(win: Window, index: PointIndex, ctx: WindowContext, acc: BlendAccumulator, stats: _Stats,
+                  ctx_margin: float) -> bool:
+    """One window into ``acc``; False when it was skipped (no points, or none within reach)."""
+    options, grid, model, device = ctx.options, ctx.grid, ctx.model, ctx.device
+    res = grid.resolution
+    xmin, _, _, ymax = grid.bounds
+    window_size, z_std = ctx.window_size, ctx.z_std
+    original = options.mode == "reference"
+    points = index.query(*win.bounds())
+    if original:
+        points = strict_crop(points, *win.bounds())
+    if points.shape[0] < max(1, options.min_points_per_window):
+        return False
+    ev = None
+    if not original:
+        ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
+                             win.shape, options.evidence, options.fill_max_distance)
+        if not ev.eligible.any():  # no point within reach of any pixel it decodes
+            return False
+    shift = lower_median(points[:, 2]) if original else float(np.median(points[:, 2]))
+    frame = WindowFrame(win.x0, win.y0, window_size, shift, z_std)
+    t0 = time.perf_counter()
+    images = ctx.orthos.read(win.x0, win.y0, window_size) if ctx.orthos is not None else None
+    features = encode_window(model, frame.normalize_points(points), images, device, options.precision)
+    t1 = time.perf_counter()
+    xy = query_xy(win) if original else win.pixel_centres(res, xmin, ymax)
+    decoder = WindowDecoder(model, features, frame, xy, device, ctx.runner, options.precision,
+                            xy_is_normalized=original)
+    if original:
+        widened = _adaptive_range(shift, points[:, 2], options.reference_search, options.range_margin) \
+            if options.adaptive_range else None
+        height = original_heights(decoder.normalized, win.shape[0] * win.shape[1], shift, z_std,
+                                  options.reference_search, widened)
+        conf = _confidence(decoder, height, options.confidence_delta) if ctx.with_confidence else None
+        eligible = None
+    else:
+        height, clamped = _fast_heights(decoder, ev, options, stats)
+        conf = _confidence(decoder, height, options.confidence_delta) if ctx.with_confidence else None
+        height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
+        eligible = ev.eligible.reshape(win.shape)
+    stats.add("encode_s", t1 - t0)
+    stats.add("search_s", time.perf_counter() - t1)
+    stats.add("queries", decoder.queries)
+    stats.add("decoded_pixels", height.size)
+    acc.add(win.r0, win.c0, height.reshape(win.shape), win.weights(res),
+            None if conf is None else conf.reshape(win.shape), eligible)
+    return True
+
+
 def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions | None = None,
                     progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> ReconstructionResult:
     """Reconstruct a DSM (and optionally its confidence) and write it atomically; see module doc."""
@@ -322,7 +412,6 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     total = sum(len(r) for r in rows)
     done = tiles = skipped = 0
     res = grid.resolution
-    ctx_margin = context_margin(res, options.evidence, options.fill_max_distance)
     with contextlib.ExitStack() as stack:
         orthos = stack.enter_context(OrthoWindows(inputs.orthos, crs, image_normalizer(model),
                                                   int(model.config.image_size))) if inputs.orthos else None
@@ -336,54 +425,19 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
             options.fill, options.fill_max_distance / res, grid.height,
         )
         stack.enter_context(torch.inference_mode())
+        ctx = WindowContext(model=model, device=device, runner=runner, grid=grid, options=options,
+                            window_size=window_size, z_std=z_std, orthos=orthos,
+                            with_confidence=conf_writer is not None, is_cancelled=is_cancelled)
+
+        def window_done() -> None:
+            nonlocal done
+            done += 1
+            report(done / max(total, 1), f"window {done}/{total}")
+
         for j, row in enumerate(rows):
-            for win in row:
-                if is_cancelled is not None and is_cancelled():
-                    raise CancelledError("reconstruction stopped by the user; no output was written")
-                done += 1
-                points = index.query(*win.bounds())
-                original = options.mode == "reference"
-                if original:
-                    points = strict_crop(points, *win.bounds())
-                if points.shape[0] < max(1, options.min_points_per_window):
-                    skipped += 1
-                    continue
-                ev = None
-                if not original:
-                    ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
-                                         win.shape, options.evidence, options.fill_max_distance)
-                    if not ev.eligible.any():  # no point within reach of any pixel it decodes
-                        skipped += 1
-                        continue
-                shift = lower_median(points[:, 2]) if original else float(np.median(points[:, 2]))
-                frame = WindowFrame(win.x0, win.y0, window_size, shift, z_std)
-                t0 = time.perf_counter()
-                images = orthos.read(win.x0, win.y0, window_size) if orthos is not None else None
-                features = encode_window(model, frame.normalize_points(points), images, device, options.precision)
-                t1 = time.perf_counter()
-                xy = query_xy(win) if original else win.pixel_centres(res, xmin, ymax)
-                decoder = WindowDecoder(model, features, frame, xy, device, runner, options.precision,
-                                        xy_is_normalized=original)
-                if original:
-                    widened = _adaptive_range(shift, points[:, 2], options.reference_search, options.range_margin) \
-                        if options.adaptive_range else None
-                    height = original_heights(decoder.normalized, win.shape[0] * win.shape[1], shift, z_std,
-                                              options.reference_search, widened)
-                    conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
-                    eligible = None
-                else:
-                    height, clamped = _fast_heights(decoder, ev, options, stats)
-                    conf = _confidence(decoder, height, options.confidence_delta) if conf_writer is not None else None
-                    height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
-                    eligible = ev.eligible.reshape(win.shape)
-                stats.add("encode_s", t1 - t0)
-                stats.add("search_s", time.perf_counter() - t1)
-                stats.add("queries", decoder.queries)
-                stats.add("decoded_pixels", height.size)
-                acc.add(win.r0, win.c0, height.reshape(win.shape), win.weights(res),
-                        None if conf is None else conf.reshape(win.shape), eligible)
-                tiles += 1
-                report(done / max(total, 1), f"window {done}/{total}")
+            t, s = blend_windows(row, index, ctx, acc, stats, on_window=window_done)
+            tiles += t
+            skipped += s
             finished = rows[j + 1][0].r0 if j + 1 < len(rows) and rows[j + 1] else grid.height
             sink.push(*acc.pop(finished))
         sink.push(*acc.pop(grid.height))
