@@ -2,7 +2,9 @@
 
 Each module in :data:`COMMAND_MODULES` exposes ``register(subparsers)``, adding its sub-commands
 with ``set_defaults(run=...)``. User errors (:class:`ImplicityError`) are printed as one clear
-message with exit code 2, never as a traceback.
+message with exit code 2, never as a traceback; the core parameters they name are written as the
+sub-command's flags (a parameter named like an option's ``dest`` is that option; a sub-command
+maps the others with ``set_defaults(parameter_flags={...})``).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from implicity.core.errors import CancelledError, ImplicityError
 
@@ -35,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def flag_namer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Callable[[str], str]:
+    """How the chosen sub-command names a core parameter: its flag (``out_path`` → ``--out``)."""
+    flags: dict[str, str] = {}
+    for action in parser._actions:  # argparse keeps its sub-parsers here only
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(getattr(args, "command", None))
+            for option in (sub._actions if sub is not None else []):
+                if option.option_strings:
+                    flags[option.dest] = max(option.option_strings, key=len)
+    flags.update(getattr(args, "parameter_flags", {}) or {})
+    return lambda name: flags.get(name, name)
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_interrupt():
             result = args.run(args)
     except CancelledError as exc:
-        print(f"implicity {args.command}: cancelled: {exc}", file=sys.stderr)
+        print(f"implicity {args.command}: cancelled: {exc.render(flag_namer(parser, args))}", file=sys.stderr)
         return 130
     except Terminated:
         print(f"implicity {args.command}: terminated (SIGTERM); no partial output was kept.", file=sys.stderr)
@@ -84,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"implicity {args.command}: interrupted; no partial output was kept.", file=sys.stderr)
         return 130
     except ImplicityError as exc:
-        print(f"implicity {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"implicity {args.command}: error: {_one_line(exc.render(flag_namer(parser, args)))}",
+              file=sys.stderr)
         return 2
     except MemoryError:
         print(f"implicity {args.command}: error: not enough memory for this job. Use a coarser --resolution or "
@@ -98,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(result or 0)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split("\n")).strip()
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")).strip()
 
 
 if __name__ == "__main__":

@@ -7,20 +7,23 @@ import os
 from rasterio.crs import CRS
 
 from .crs import check_coordinates_fit_crs
-from .errors import InputError
-from .gridding import (
-    DEFAULT_MAX_PIXELS,
-    CancelFn,
-    GriddingOptions,
-    ProgressFn,
-    check_resolution,
-    grid_for_points,
-    rasterize_to_file,
-)
+from .errors import InputError, param
+from .gridding import DEFAULT_MAX_PIXELS, GriddingOptions, check_resolution, grid_for_points, rasterize_to_file
 from .outliers import far_height_mask
 from .outputs import check_output_path
 from .pointcloud import PointCloud, drop_non_finite, read_point_cloud
+from .progress import CancelFn, ProgressFn
 from .raster import GEOTIFF_SUFFIXES, GridSpec
+from .vocabulary import (
+    DEFAULT_FILL,
+    DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_STATISTIC,
+    FILL_METHODS,
+    STATISTICS,
+    FillMethod,
+    Statistic,
+    choice_list,
+)
 
 
 def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str | CRS | None" = None,
@@ -55,16 +58,19 @@ def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str 
 def check_gridding_options(statistic: str, fill: str, fill_max_distance: float,
                            outlier_threshold: float | None) -> None:
     """Refuse NaN, infinite, negative or unknown gridding options before any file is read."""
-    if statistic not in ("max", "median", "mean", "min"):
-        raise InputError(f"statistic (--statistic) '{statistic}': use max, median, mean or min.")
-    if fill not in ("idw", "nearest", "none"):
-        raise InputError(f"fill (--fill) '{fill}': use idw, nearest or none.")
-    if not _finite(fill_max_distance) or fill_max_distance < 0:
-        raise InputError(f"fill_max_distance (--fill-max-distance) must be a finite distance >= 0, "
-                         f"got {fill_max_distance}.")
+    if statistic not in STATISTICS:
+        raise InputError(f"{param('statistic')} '{statistic}': use {choice_list(STATISTICS)}.")
+    if fill not in FILL_METHODS:
+        raise InputError(f"{param('fill')} '{fill}': use {choice_list(FILL_METHODS)}.")
+    check_fill_max_distance(fill_max_distance)
     if outlier_threshold is not None and (not _finite(outlier_threshold) or outlier_threshold <= 0):
-        raise InputError(f"outlier_threshold (--outlier-threshold) must be a finite height > 0, "
-                         f"got {outlier_threshold}.")
+        raise InputError(f"{param('outlier_threshold')} must be a finite height > 0, got {outlier_threshold}.")
+
+
+def check_fill_max_distance(fill_max_distance: float) -> None:
+    """Refuse a NaN, infinite or negative hole-filling distance."""
+    if not _finite(fill_max_distance) or fill_max_distance < 0:
+        raise InputError(f"{param('fill_max_distance')} must be a finite distance >= 0, got {fill_max_distance}.")
 
 
 def _finite(value: object) -> bool:
@@ -79,9 +85,9 @@ def make_baseline_dsm(
     out_path: "str | os.PathLike[str]",
     resolution: float,
     points_crs: "str | CRS | None" = None,
-    statistic: str = "max",
-    fill: str = "idw",
-    fill_max_distance: float = 10.0,
+    statistic: Statistic = DEFAULT_STATISTIC,
+    fill: FillMethod = DEFAULT_FILL,
+    fill_max_distance: float = DEFAULT_FILL_MAX_DISTANCE,
     outlier_threshold: float | None = None,
     smooth: int = 1,
     extent: "str | tuple[float, float, float, float] | None" = None,
@@ -98,8 +104,9 @@ def make_baseline_dsm(
     crs = cloud.require_crs()
     grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source, max_pixels=max_pixels)
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1 or smooth % 2 == 0:
-        raise InputError(f"smooth: the median filter size must be an odd number of pixels >= 1 (got {smooth}).")
-    options = GriddingOptions(statistic=statistic, fill=fill, fill_max_distance=fill_max_distance,  # type: ignore[arg-type]
+        raise InputError(f"{param('smooth')}: the median filter size must be an odd number of pixels >= 1 "
+                         f"(got {smooth}).")
+    options = GriddingOptions(statistic=statistic, fill=fill, fill_max_distance=fill_max_distance,
                               outlier_threshold=outlier_threshold, smooth=smooth)
     rasterize_to_file(cloud.xyz, grid, out, options, progress, is_cancelled)
     return grid

@@ -1,12 +1,25 @@
-"""CLI sub-commands of the classical tools: ``baseline``, ``reference``, ``evaluate``."""
+"""CLI sub-commands of the classical tools: ``baseline``, ``reference``, ``evaluate``, and the
+options every gridding command shares (``reconstruct`` uses them too)."""
 from __future__ import annotations
 
 import argparse
 
 from .progress import tqdm_progress
+from .vocabulary import (
+    DEFAULT_FILL,
+    DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_REFERENCE_FILL_MAX_DISTANCE,
+    DEFAULT_STATISTIC,
+    FILL_METHODS,
+    STATISTICS,
+)
+
+#: Core parameters whose flag is not ``--<name>`` (see ``implicity.cli.flag_namer``).
+OUTPUT_FLAGS = {"out_path": "--out"}
 
 
-def _add_points_args(p: argparse.ArgumentParser) -> None:
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """``--points``, ``--points-crs``, ``--resolution`` and ``--extent``: the input cloud and the output grid."""
     p.add_argument("--points", required=True, metavar="FILE",
                    help="Input point cloud: LAS, LAZ, PLY or NPZ.")
     p.add_argument("--points-crs", metavar="CRS", default=None,
@@ -15,9 +28,19 @@ def _add_points_args(p: argparse.ArgumentParser) -> None:
                    help="Output pixel size in the point cloud's map units (e.g. 0.5).")
     p.add_argument("--extent", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
                    help="Output extent in the point cloud's CRS (default: the extent of the points).")
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bar."""
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+
+def _add_points_args(p: argparse.ArgumentParser) -> None:
+    add_input_args(p)
     p.add_argument("--out", required=True, metavar="DSM.tif", help="Output GeoTIFF (COG); written atomically.")
     add_max_pixels_arg(p)
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_quiet_arg(p)
+    p.set_defaults(parameter_flags=OUTPUT_FLAGS)
 
 
 def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
@@ -59,13 +82,13 @@ def _run_reference(args: argparse.Namespace) -> int:
 
 
 def _parse_masks(items: list[str]) -> dict[str, str]:
-    from .errors import InputError
+    from .errors import InputError, param
 
     masks = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise InputError(f"--mask '{item}': use NAME=MASK.tif, e.g. --mask forest=forest.tif")
+            raise InputError(f"{param('extra_masks')} '{item}': use NAME=MASK.tif, e.g. forest=forest.tif")
         masks[name] = path
     return masks
 
@@ -94,12 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "hole filling. This is the classical DSM that ImpliCity is compared against.",
     )
     _add_points_args(p)
-    p.add_argument("--statistic", choices=["max", "median", "mean", "min"], default="max",
-                   help="Height statistic of the points in a cell (default: max = visible surface).")
-    p.add_argument("--fill", choices=["idw", "nearest", "none"], default="idw",
+    p.add_argument("--statistic", choices=STATISTICS, default=DEFAULT_STATISTIC,
+                   help=f"Height statistic of the points in a cell (default: {DEFAULT_STATISTIC} = visible surface).")
+    p.add_argument("--fill", choices=FILL_METHODS, default=DEFAULT_FILL,
                    help="How empty cells are filled: inverse-distance weighting, nearest, or left as nodata.")
-    p.add_argument("--fill-max-distance", type=float, default=10.0, metavar="D",
-                   help="Fill only holes within D map units of data (default 10); wider gaps stay nodata.")
+    p.add_argument("--fill-max-distance", type=float, default=DEFAULT_FILL_MAX_DISTANCE, metavar="D",
+                   help=f"Fill only holes within D map units of data (default {DEFAULT_FILL_MAX_DISTANCE:g}); "
+                        "wider gaps stay nodata.")
     p.add_argument("--outlier-threshold", type=float, default=None, metavar="T",
                    help="Remove cells deviating more than T from their 5x5 neighbourhood median "
                         "(default: off).")
@@ -116,8 +140,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_points_args(p)
     p.add_argument("--building-mask-out", default=None, metavar="MASK.tif",
                    help="Also write a 0/1 building mask (cells with class-6 points, closed by 1 px).")
-    p.add_argument("--fill-max-distance", type=float, default=2.0, metavar="D",
-                   help="Fill gaps within D map units with the nearest height (default 2).")
+    p.add_argument("--fill-max-distance", type=float, default=DEFAULT_REFERENCE_FILL_MAX_DISTANCE, metavar="D",
+                   help="Fill gaps within D map units with the nearest height "
+                        f"(default {DEFAULT_REFERENCE_FILL_MAX_DISTANCE:g}).")
     p.set_defaults(run=_run_reference)
 
     p = subparsers.add_parser(
@@ -137,6 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--residual-out", default=None, metavar="RES.tif", help="Write the residual raster.")
     p.add_argument("--json", default=None, metavar="OUT.json", help="Write the metrics as JSON.")
     p.add_argument("--html", default=None, metavar="OUT.html", help="Write the metrics as an HTML table.")
-    p.set_defaults(run=_run_evaluate)
+    p.set_defaults(run=_run_evaluate, parameter_flags={
+        "dsm_path": "--dsm", "reference_path": "--reference", "json_out": "--json", "html_out": "--html",
+        "building_dilation_px": "--building-dilation", "extra_masks": "--mask"})
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
-from .errors import InputError
+from .errors import InputError, param
 
 
-def parse_crs(value: "str | CRS | None", what: str = "--points-crs") -> CRS | None:
-    """Parse 'EPSG:2154', a WKT or PROJ string; ``None`` stays ``None``."""
+def parse_crs(value: "str | CRS | None", what: str | None = None) -> CRS | None:
+    """Parse 'EPSG:2154', a WKT or PROJ string; ``None`` stays ``None``.
+
+    ``what`` names the value in errors; default: the ``points_crs`` parameter.
+    """
+    what = what or param("points_crs")
     if value is None or value == "":
         return None
     if isinstance(value, CRS):
@@ -35,10 +39,10 @@ def describe_crs(crs: CRS | None) -> str:
         return crs.to_string()[:60]
 
 
-def check_coordinates_fit_crs(xyz, crs: CRS | None, source: str, option: str = "--points-crs") -> None:
+def check_coordinates_fit_crs(xyz, crs: CRS | None, source: str, parameter: str = "points_crs") -> None:
     """Refuse a geographic CRS (degrees) on coordinates that cannot be degrees.
 
-    Why: ``--points-crs EPSG:4326`` on metric coordinates used to give a DSM with metre-sized
+    Why: ``points_crs="EPSG:4326"`` on metric coordinates used to give a DSM with metre-sized
     "degrees" and a silently wrong georeference.
     """
     if crs is None or not crs.is_geographic or len(xyz) == 0:
@@ -51,5 +55,5 @@ def check_coordinates_fit_crs(xyz, crs: CRS | None, source: str, option: str = "
     raise InputError(
         f"{source}: the coordinates (x {mn[0]:.2f}..{mx[0]:.2f}, y {mn[1]:.2f}..{mx[1]:.2f}) cannot be "
         f"longitudes/latitudes, but the CRS {describe_crs(crs)} is in degrees. Give the CRS the coordinates "
-        f"are really in with {option} (a projected CRS such as EPSG:2154 or a UTM zone)."
+        f"are really in with {param(parameter)} (a projected CRS such as EPSG:2154 or a UTM zone)."
     )

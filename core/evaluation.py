@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, param
 from .outputs import check_output_path, write_text_atomic
 from .raster import GEOTIFF_SUFFIXES, GridSpec, RasterReader, grid_of, write_geotiff
 
@@ -120,15 +120,15 @@ def evaluate_dsm(
 ) -> EvaluationReport:
     """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML."""
     if isinstance(building_dilation_px, bool) or not isinstance(building_dilation_px, int) or building_dilation_px < 0:
-        raise InputError(f"building_dilation_px (--building-dilation) must be a whole number of pixels >= 0, "
+        raise InputError(f"{param('building_dilation_px')} must be a whole number of pixels >= 0, "
                          f"got {building_dilation_px}.")
     inputs = [dsm_path, reference_path, building_mask, *(extra_masks or {}).values()]
     if residual_out is not None:
-        residual_out = check_output_path(residual_out, inputs, "--residual-out", GEOTIFF_SUFFIXES)
+        residual_out = check_output_path(residual_out, inputs, "residual_out", GEOTIFF_SUFFIXES)
     if json_out is not None:
-        json_out = check_output_path(json_out, inputs, "--json", (".json",))
+        json_out = check_output_path(json_out, inputs, "json_out", (".json",))
     if html_out is not None:
-        html_out = check_output_path(html_out, inputs, "--html", (".html", ".htm"))
+        html_out = check_output_path(html_out, inputs, "html_out", (".html", ".htm"))
     grid = grid_of(reference_path, "reference DSM")
     with RasterReader(reference_path, what="reference DSM") as ref_reader:
         ref = ref_reader.read_on_grid(grid, "nearest", bands=[1])[0]

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import CancelledError, InputError
+from .errors import InputError, param
+from .progress import CancelFn, ProgressFn, check_cancelled
 from .raster import GeoTiffStreamWriter, GridSpec
-
-Statistic = Literal["max", "median", "mean", "min"]
-FillMethod = Literal["idw", "nearest", "none"]
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
+from .vocabulary import (
+    DEFAULT_FILL,
+    DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_STATISTIC,
+    FILL_METHODS,
+    FillMethod,
+    Statistic,
+    choice_list,
+)
 
 
 def cell_index(xyz: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +36,7 @@ def cell_index(xyz: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]
     return rows[inside] * grid.width + cols[inside], inside
 
 
-def grid_points(xyz: np.ndarray, grid: GridSpec, statistic: Statistic = "max") -> np.ndarray:
+def grid_points(xyz: np.ndarray, grid: GridSpec, statistic: Statistic = DEFAULT_STATISTIC) -> np.ndarray:
     """Per-cell statistic of point heights on ``grid``; NaN where a cell has no point."""
     idx, inside = cell_index(xyz, grid)
     z = xyz[inside, 2]
@@ -137,7 +142,7 @@ def fill_idw(dsm: np.ndarray, max_distance_px: float, k: int = 8, power: float =
     return out
 
 
-def fill_holes(dsm: np.ndarray, method: FillMethod = "idw", max_distance_px: float = 20.0,
+def fill_holes(dsm: np.ndarray, method: FillMethod = DEFAULT_FILL, max_distance_px: float = 20.0,
                origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Close gaps no wider than ``max_distance_px`` (larger gaps stay NaN = nodata)."""
     if method == "none":
@@ -146,16 +151,16 @@ def fill_holes(dsm: np.ndarray, method: FillMethod = "idw", max_distance_px: flo
         return fill_nearest(dsm, max_distance_px)
     if method == "idw":
         return fill_idw(dsm, max_distance_px, origin=origin)
-    raise InputError(f"Unknown hole filling '{method}'; use idw, nearest or none.")
+    raise InputError(f"{param('fill')} '{method}': use {choice_list(FILL_METHODS)}.")
 
 
 @dataclass(frozen=True)
 class GriddingOptions:
     """How points become a DSM; shared by the baseline and the reference DSM."""
 
-    statistic: Statistic = "max"
-    fill: FillMethod = "idw"
-    fill_max_distance: float = 10.0  # map units
+    statistic: Statistic = DEFAULT_STATISTIC
+    fill: FillMethod = DEFAULT_FILL
+    fill_max_distance: float = DEFAULT_FILL_MAX_DISTANCE  # map units
     outlier_threshold: float | None = None  # map units; None = keep all cells
     smooth: int = 1  # side (odd, pixels) of a final median filter; 1 = none
     band_rows: int = 1024  # rows per processing band (memory bound)
@@ -181,9 +186,12 @@ def median_smooth(dsm: np.ndarray, size: int) -> np.ndarray:
 BAND_PIXELS = 4_000_000  # cells per band of rasterize_to_file (with its halo)
 
 
-def _check_cancel(is_cancelled: CancelFn | None) -> None:
-    if is_cancelled is not None and is_cancelled():
-        raise CancelledError("stopped by the user")
+def fill_halo(fill_px: float) -> int:
+    """Rows/columns of context a band (a block) needs so that :func:`fill_holes` within ``fill_px``
+    pixels gives the whole-raster result: ``2·fill_px + 3`` (a gap is filled from data up to
+    ``fill_px`` away on either side, plus a margin of 3). Used by the banded gridding here and the
+    reconstruction's row sink."""
+    return int(np.ceil(2 * fill_px + 3))
 
 
 def rasterize_to_file(
@@ -202,7 +210,7 @@ def rasterize_to_file(
     res = grid.resolution
     fill_px = 0 if options.fill == "none" else int(np.ceil(options.fill_max_distance / res))
     # IDW looks up to 2·fill_px + 2 pixels away for rim pixels, the outlier filter 2 more.
-    halo = 2 * fill_px + 3 + (3 if options.outlier_threshold is not None else 0) + options.smooth // 2
+    halo = fill_halo(fill_px) + (3 if options.outlier_threshold is not None else 0) + options.smooth // 2
     rows, _ = grid.rowcol(xyz[:, 0], xyz[:, 1])
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
@@ -211,7 +219,7 @@ def rasterize_to_file(
     n_bands = int(np.ceil(grid.height / band_rows))
     with GeoTiffStreamWriter(out_path, grid) as writer:
         for b in range(n_bands):
-            _check_cancel(is_cancelled)
+            check_cancelled(is_cancelled, "gridding")
             r0 = b * band_rows
             r1 = min(r0 + band_rows, grid.height)
             h0, h1 = r0 - halo, r1 + halo
@@ -245,7 +253,7 @@ def parse_extent(text: "str | tuple[float, float, float, float] | None") -> tupl
         values = tuple(float(v) for v in text)
     if len(values) != 4 or not all(np.isfinite(values)) or not (values[0] < values[2] and values[1] < values[3]):
         raise InputError(
-            f"--extent '{text}': give xmin,ymin,xmax,ymax in the point cloud's CRS with xmin < xmax "
+            f"{param('extent')} '{text}': give xmin,ymin,xmax,ymax in the point cloud's CRS with xmin < xmax "
             "and ymin < ymax."
         )
     return values  # type: ignore[return-value]
@@ -264,14 +272,14 @@ def check_grid_size(grid: GridSpec, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     if max_pixels is None:
         return
     if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
-        raise InputError(f"max_pixels (--max-pixels) must be a positive whole number of pixels, got {max_pixels!r}.")
+        raise InputError(f"{param('max_pixels')} must be a positive whole number of pixels, got {max_pixels!r}.")
     n = grid.width * grid.height
     if n > max_pixels:
         raise InputError(
             f"The output grid would be {grid.width:,} x {grid.height:,} px ({n:,} pixels, "
             f"{n * 4 / 2 ** 30:,.1f} GiB per float32 raster) at resolution {grid.resolution:g}, above the "
-            f"limit of {max_pixels:,} pixels. Use a coarser resolution (--resolution) or a smaller --extent, "
-            f"or raise the limit with --max-pixels (parameter max_pixels)."
+            f"limit of {max_pixels:,} pixels. Use a coarser {param('resolution')} or a smaller {param('extent')}, "
+            f"or raise the limit with {param('max_pixels')}.", parameter="max_pixels"
         )
 
 
@@ -282,7 +290,7 @@ def check_resolution(resolution: float) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not np.isfinite(value) or value <= 0:
-        raise InputError(f"resolution (--resolution) must be a positive number of map units, got {resolution}.")
+        raise InputError(f"{param('resolution')} must be a positive number of map units, got {resolution}.")
     return value
 
 
@@ -306,7 +314,7 @@ def grid_for_points(xyz: np.ndarray, crs, resolution: float, extent=None, source
     mn, mx = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
     if xmin > mx[0] or xmax < mn[0] or ymin > mx[1] or ymax < mn[1]:
         raise InputError(
-            f"--extent {xmin},{ymin},{xmax},{ymax} does not overlap the {source} "
+            f"{param('extent')} {xmin},{ymin},{xmax},{ymax} does not overlap the {source} "
             f"(which covers {mn[0]:.2f},{mn[1]:.2f},{mx[0]:.2f},{mx[1]:.2f}). Check the extent's CRS."
         )
     grid = GridSpec.from_bounds(xmin, ymin, xmax, ymax, resolution, crs)

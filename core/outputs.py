@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, param
 
-PathLike = "str | os.PathLike[str]"
 log = logging.getLogger(__name__)
 
 
@@ -30,13 +29,26 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+#: Flags that callers not yet converted still pass as ``option``, and the parameters they stand for.
+_LEGACY_OPTIONS = {"--out": "out_path", "--confidence-out": "confidence_path"}
+
+
 def check_output_path(
     out_path: "str | os.PathLike[str]",
     inputs: Iterable["str | os.PathLike[str] | None"] = (),
-    option: str = "--out",
+    parameter: str = "out_path",
     suffixes: tuple[str, ...] = (),
+    *,
+    option: str | None = None,
 ) -> Path:
-    """Validate an output path before any work starts (fail fast, lose nothing)."""
+    """Validate an output path before any work starts (fail fast, lose nothing).
+
+    ``parameter``: the core parameter that holds the path, named in the errors. ``option`` (a flag
+    such as ``--out``) is read as the parameter it stands for, for callers that still pass one.
+    """
+    if option is not None:
+        parameter = _LEGACY_OPTIONS.get(option, option.lstrip("-").replace("-", "_"))
+    option = param(parameter)
     out = Path(out_path).expanduser()
     for candidate in inputs:
         if candidate is None:

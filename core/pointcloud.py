@@ -16,7 +16,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from .crs import describe_crs, parse_crs
-from .errors import InputError
+from .errors import InputError, param
 
 log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".las", ".laz", ".ply", ".npz")
@@ -55,8 +55,10 @@ class PointCloud:
             rgb=None if self.rgb is None else self.rgb[mask],
         )
 
-    def require_crs(self, hint: str = "--points-crs") -> CRS:
-        """The CRS, or a clear error telling the user how to supply it."""
+    def require_crs(self, hint: str | None = None) -> CRS:
+        """The CRS, or a clear error telling the user how to supply it (``hint``: where to give it;
+        default: the ``points_crs`` parameter)."""
+        hint = hint or param("points_crs")
         if self.crs is None:
             raise InputError(
                 f"{self.source}: the point cloud has no coordinate reference system in its header. "

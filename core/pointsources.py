@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 from rasterio.crs import CRS
@@ -26,9 +26,8 @@ from rasterio.crs import CRS
 from .crs import parse_crs
 from .errors import CancelledError, InputError
 from .pointcloud import SUPPORTED_SUFFIXES, PointCloud, read_point_cloud
+from .progress import CancelFn, ProgressFn, check_cancelled
 
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
 Bounds2D = "tuple[float, float, float, float]"
 
 CHUNK_POINTS = 1_000_000  # LAS/LAZ points decoded per chunk (~30-60 MB of records)
@@ -162,8 +161,7 @@ def probe_point_cloud(path: "str | os.PathLike[str]") -> PointSourceInfo:
 # -- reading -----------------------------------------------------------------------------------------
 
 def _check(is_cancelled: CancelFn | None, what: Path) -> None:
-    if is_cancelled is not None and is_cancelled():
-        raise CancelledError(f"reading {what.name} stopped by the user; no output was written")
+    check_cancelled(is_cancelled, f"reading {what.name}")
 
 
 def _inside(x: np.ndarray, y: np.ndarray, bounds) -> np.ndarray:

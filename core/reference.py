@@ -6,32 +6,67 @@ are filled with the nearest valid height within ``fill_max_distance``.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 from rasterio.crs import CRS
 from scipy import ndimage
 
-from .baseline import load_points
-from .errors import InputError
+from .baseline import check_fill_max_distance, load_points
+from .errors import InputError, param
 from .gridding import (
     DEFAULT_MAX_PIXELS,
-    CancelFn,
     GriddingOptions,
-    ProgressFn,
     check_resolution,
     count_points,
+    fill_holes,
     grid_for_points,
+    grid_points,
     rasterize_to_file,
 )
 from .outputs import check_output_path
 from .pointcloud import PointCloud
+from .progress import CancelFn, ProgressFn
 from .raster import GEOTIFF_SUFFIXES, GeoTiffStreamWriter, GridSpec
+from .vocabulary import BUILDING_CLASS, DEFAULT_REFERENCE_FILL_MAX_DISTANCE, NOISE_CLASSES
 
-BUILDING_CLASS = 6
-NOISE_CLASSES = (7, 18)
+#: Cells around a band that the class masks' 3 × 3 closing needs.
 MASK_HALO = 2
+
+
+def reference_gridding(fill_max_distance: float) -> GriddingOptions:
+    """How a reference DSM is gridded: the highest return per cell, gaps within
+    ``fill_max_distance`` map units closed with the nearest height, nothing else."""
+    return GriddingOptions(statistic="max", fill="nearest", fill_max_distance=fill_max_distance)
+
+
+def without_noise(cloud: PointCloud) -> PointCloud:
+    """The cloud without its noise returns (ASPRS classes 7 and 18); unclassified clouds as they are."""
+    if cloud.classification is None:
+        return cloud
+    kept = cloud.subset(~np.isin(cloud.classification, NOISE_CLASSES))
+    if len(kept) == 0:
+        raise InputError(f"{cloud.source}: every point is classified as noise (class 7/18).")
+    return kept
+
+
+def class_mask(xyz: np.ndarray, classification: np.ndarray, grid: GridSpec,
+               classes: "int | tuple[int, ...] | list[int]") -> np.ndarray:
+    """0/1 uint8 mask of the cells holding a point of ``classes``, closed by one pixel (3 × 3)."""
+    mask = count_points(xyz, grid, select=np.isin(classification, classes)) > 0
+    return ndimage.binary_closing(mask, structure=np.ones((3, 3), bool)).astype(np.uint8)
+
+
+def reference_surface(cloud: PointCloud, grid: GridSpec, fill_max_distance: float) -> np.ndarray:
+    """The reference DSM of a noise-free cloud on ``grid``, in memory (float32, NaN = no data).
+
+    The same surface :func:`make_reference_dsm` streams to a file band by band (the training data's
+    LiDAR scenes use this one).
+    """
+    options = reference_gridding(fill_max_distance)
+    fill_px = int(np.ceil(options.fill_max_distance / grid.resolution))
+    dsm = grid_points(cloud.xyz, grid, options.statistic)
+    return fill_holes(dsm, options.fill, fill_px).astype(np.float32)
 
 
 def make_reference_dsm(
@@ -40,7 +75,7 @@ def make_reference_dsm(
     resolution: float,
     points_crs: "str | CRS | None" = None,
     building_mask_out: "str | os.PathLike[str] | None" = None,
-    fill_max_distance: float = 2.0,
+    fill_max_distance: float = DEFAULT_REFERENCE_FILL_MAX_DISTANCE,
     extent: "str | tuple[float, float, float, float] | None" = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
@@ -48,46 +83,39 @@ def make_reference_dsm(
 ) -> GridSpec:
     """Write the reference DSM (and optionally a 0/1 building mask) from classified LiDAR."""
     check_resolution(resolution)
-    if not math.isfinite(float(fill_max_distance)) or fill_max_distance < 0:
-        raise InputError(f"fill_max_distance (--fill-max-distance) must be a finite distance >= 0, "
-                         f"got {fill_max_distance}.")
+    check_fill_max_distance(fill_max_distance)
     inputs = [points] if not isinstance(points, PointCloud) else [points.source]
     out = check_output_path(out_path, inputs, suffixes=GEOTIFF_SUFFIXES)
     mask_out = None
     if building_mask_out is not None:
-        mask_out = check_output_path(building_mask_out, [*inputs, out], option="--building-mask-out",
-                                     suffixes=GEOTIFF_SUFFIXES)
+        mask_out = check_output_path(building_mask_out, [*inputs, out], "building_mask_out", GEOTIFF_SUFFIXES)
     cloud = load_points(points, points_crs)
     crs = cloud.require_crs()
     if cloud.classification is not None:
-        keep = ~np.isin(cloud.classification, NOISE_CLASSES)
-        cloud = cloud.subset(keep)
-        if len(cloud) == 0:
-            raise InputError(f"{cloud.source}: every point is classified as noise (class 7/18).")
+        cloud = without_noise(cloud)
     elif mask_out is not None:
         raise InputError(
             f"{cloud.source}: the point cloud has no classification, so no building mask can be made. "
-            "Use a classified LiDAR file (class 6 = building) or omit --building-mask-out."
+            f"Use a classified LiDAR file (class 6 = building) or omit {param('building_mask_out')}."
         )
     grid = grid_for_points(cloud.xyz, crs, resolution, extent, source=cloud.source, max_pixels=max_pixels)
-    options = GriddingOptions(statistic="max", fill="nearest", fill_max_distance=fill_max_distance)
+    options = reference_gridding(fill_max_distance)
     if mask_out is None:
         rasterize_to_file(cloud.xyz, grid, out, options, progress, is_cancelled)
         return grid
     if not (cloud.classification == BUILDING_CLASS).any():
         raise InputError(
             f"{cloud.source}: no point has class 6 (building), so the building mask would be empty. "
-            "Is the file classified? Omit --building-mask-out otherwise."
+            f"Is the file classified? Omit {param('building_mask_out')} otherwise."
         )
-    is_building = cloud.classification == BUILDING_CLASS
+    classification = cloud.classification
     with GeoTiffStreamWriter(mask_out, grid, dtype="uint8", nodata=None) as mask_writer:
 
         def write_mask(band_grid: GridSpec, sel: np.ndarray) -> None:
             halo_grid = band_grid.window(-MASK_HALO, -MASK_HALO, band_grid.height + 2 * MASK_HALO,
                                          band_grid.width + 2 * MASK_HALO)
-            counts = count_points(cloud.xyz[sel], halo_grid, select=is_building[sel])
-            mask = ndimage.binary_closing(counts > 0, structure=np.ones((3, 3), bool))
-            core = mask[MASK_HALO:-MASK_HALO, MASK_HALO:-MASK_HALO].astype(np.uint8)
+            mask = class_mask(cloud.xyz[sel], classification[sel], halo_grid, BUILDING_CLASS)
+            core = mask[MASK_HALO:-MASK_HALO, MASK_HALO:-MASK_HALO]
             row_off = int(round((grid.transform.f - band_grid.transform.f) / grid.resolution))
             mask_writer.write(core, row_off, 0)
 

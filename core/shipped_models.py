@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import param
+from .vocabulary import VARIANT_KINDS, variant_description
+
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-KIND_BY_IMAGES = {0: "0", 1: "mono", 2: "stereo"}
-DESCRIPTION = {0: "ImpliCity-0 (points only)", 1: "ImpliCity-mono (one ortho-image)",
-               2: "ImpliCity-stereo (two ortho-images)"}
 
 
 def shipped_models(models_dir: Path = MODELS_DIR) -> list[Path]:
@@ -20,7 +20,7 @@ def shipped_models(models_dir: Path = MODELS_DIR) -> list[Path]:
 
 def default_model(n_images: int, models_dir: Path = MODELS_DIR) -> "Path | None":
     """The shipped model for ``n_images`` ortho-images: the full one if shipped, else a variant (lite)."""
-    kind = KIND_BY_IMAGES.get(n_images)
+    kind = VARIANT_KINDS.get(n_images)
     if kind is None:
         return None
     prefix = f"implicity-{kind}"
@@ -31,11 +31,12 @@ def default_model(n_images: int, models_dir: Path = MODELS_DIR) -> "Path | None"
 
 
 def missing_model_message(n_images: int, models_dir: Path = MODELS_DIR) -> str:
-    """What to do when no checkpoint is given and none is shipped for this image count."""
-    what = DESCRIPTION.get(n_images, f"{n_images} ortho-images")
+    """What to do when no checkpoint is given and none is shipped for this image count (a message
+    for an :class:`~implicity.core.errors.InputError`: it names the ``model`` parameter)."""
+    what = variant_description(n_images)
     shipped = ", ".join(p.name for p in shipped_models(models_dir)) or "none"
     return (
         f"No trained model for {what} is shipped with the plugin (shipped in {models_dir}: {shipped}). "
-        "Choose a checkpoint file (.pt) in the 'Model checkpoint' parameter — train one with "
+        f"Choose a checkpoint file (.pt) with {param('model')} — train one with "
         "`implicity train` — or give the number of ortho-images a shipped model expects."
     )

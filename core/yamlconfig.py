@@ -3,9 +3,13 @@
 Model, prepare and training configs are data; a child file states only what differs from the
 file(s) it inherits (a path or a list, relative to the child; later parents win over earlier
 ones, the child over all). Nested mappings merge key by key. Errors name the file and the fix.
+Every config mapping is checked for unknown keys here (:func:`check_known_keys`,
+:func:`dataclass_from_mapping`).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -77,3 +81,34 @@ def read_with_inheritance(path: "str | os.PathLike[str]", what: str = "config", 
         raise InputError(f"{file}: inherit_from forms a cycle ({cycle}). Remove one of the links.")
     data = read_yaml_mapping(file, what)
     return resolve_inheritance(data, file.parent, what, prepare, tuple(search_dirs), (*_chain, file))
+
+
+def check_known_keys(values: Mapping[str, Any], known: Iterable[str], where: str, what: str = "option") -> None:
+    """Refuse keys of a config mapping that are not ``known`` (typos must not pass silently): the
+    error names each one, with the closest known key when there is one, and lists the known keys."""
+    known = sorted(known)
+    unknown = sorted(set(values) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise InputError(f"{where}: unknown {what}(s) {', '.join(hints)}. Known: {', '.join(known)}.")
+
+
+def dataclass_from_mapping(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    """A config dataclass from a YAML mapping: unknown keys refused (:func:`check_known_keys`), YAML
+    lists turned into the tuples the dataclasses hold, the dataclass's own checks as InputErrors.
+    ``None`` gives the defaults."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise InputError(f"{where}: must be a mapping of options, got {values!r}.")
+    check_known_keys(values, (f.name for f in dataclasses.fields(cls)), where)
+    kwargs = {key: tuple(tuple(v) if isinstance(v, list) else v for v in value) if isinstance(value, list) else value
+              for key, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None

@@ -7,7 +7,6 @@ states what differs. Every size that drives compute is a field, which is what ma
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Mapping
 
 from implicity.core.errors import InputError
 from implicity.core.normalization import DEFAULT_Z_STD
-from implicity.core.yamlconfig import read_with_inheritance, resolve_inheritance
+from implicity.core.yamlconfig import check_known_keys, read_with_inheritance, resolve_inheritance
 
 #: Reference ortho-image (panchromatic DN) statistics of the demo configuration.
 DEFAULT_IMAGE_MEAN = 1132.664
@@ -133,14 +132,7 @@ _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 def config_from_mapping(data: Mapping[str, Any], source: str = "model config") -> ModelConfig:
     """A validated ModelConfig from a flat mapping; unknown keys are errors (typos must not pass)."""
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(_FIELDS), n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise InputError(f"{source}: unknown model config field(s) {', '.join(hints)}. "
-                         f"Known fields: {', '.join(sorted(_FIELDS))}.")
+    check_known_keys(data, _FIELDS, source, what="model config field")
     types = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
     values: dict[str, Any] = {}
     for key, value in data.items():

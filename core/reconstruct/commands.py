@@ -5,8 +5,26 @@ import argparse
 import logging
 import sys
 
-from ..commands import add_max_pixels_arg
+from ..commands import OUTPUT_FLAGS, add_input_args, add_max_pixels_arg, add_quiet_arg
 from ..progress import tqdm_progress
+from ..vocabulary import (
+    DEFAULT_DEVICE,
+    DEFAULT_FILL,
+    DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_MODE,
+    DEFAULT_PRECISION,
+    FILL_METHODS,
+    MODES,
+    PRECISIONS,
+)
+
+#: Core parameters (``ReconstructionInputs`` / ``ReconstructionOptions`` fields) and their flags,
+#: where the flag is not ``--<name>``.
+PARAMETER_FLAGS = {
+    **OUTPUT_FLAGS, "orthos": "--ortho", "confidence_path": "--confidence-out", "window_stride": "--stride",
+    "fast_search.final_step": "--final-step", "evidence.radius": "--search-radius",
+    "evidence.margin": "--search-margin", "evidence.edge_width": "--edge-width",
+}
 
 MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.4x, search bracketed by nearby point "
              "heights, bisection + interpolation, evidence rules against pits. reference: the paper's "
@@ -23,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "crosses 0.5 is searched; windows are blended and streamed to a COG GeoTIFF "
                     "(written atomically; nothing is left behind on error or Ctrl-C).",
     )
-    p.add_argument("--points", required=True, metavar="FILE", help="Input point cloud: LAS, LAZ, PLY or NPZ.")
-    p.add_argument("--points-crs", metavar="CRS", default=None,
-                   help="CRS of the points (e.g. EPSG:2154) when the file has none; overrides the file's.")
+    add_input_args(p)
     p.add_argument("--ortho", action="append", default=[], metavar="IMAGE.tif",
                    help="Ortho-image (repeat for stereo). Count must match the model: none for ImpliCity-0, "
                         "one for -mono, two for -stereo. Any CRS/pixel size (reprojected per window); "
@@ -33,19 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="MODEL.pt",
                    help="Trained checkpoint (ours or the reference implementation's). Default: the model "
                         "shipped in models/ for the number of --ortho images given.")
-    p.add_argument("--resolution", required=True, type=float, metavar="R",
-                   help="Output pixel size in the point cloud's map units (e.g. 0.5).")
     p.add_argument("--out", required=True, metavar="DSM.tif", help="Output DSM GeoTIFF (COG); must not be an input.")
-    p.add_argument("--extent", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
-                   help="Output extent in the point cloud's CRS (default: the extent of the points).")
-    p.add_argument("--device", default="auto", metavar="D",
+    p.add_argument("--device", default=DEFAULT_DEVICE, metavar="D",
                    help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N. The choice is logged.")
     p.add_argument("--confidence-out", default=None, metavar="CONF.tif",
                    help="Also write a confidence raster in [0,1]: P(occupied) 0.5 m below the surface "
                         "minus P(occupied) 0.5 m above it, times the network's share of the height (1 = sharp, "
                         "certain surface; lower near the cloud's outer edge, where the points' surface is "
                         "blended in; 0 = clamped to the points' height range, or filled).")
-    p.add_argument("--mode", choices=["fast", "reference"], default="fast", help=MODE_HELP)
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=MODE_HELP)
     p.add_argument("--stride", type=float, default=None, metavar="M",
                    help="Distance between window origins in metres (default: fast 48, reference 16).")
     p.add_argument("--overlap", type=float, default=None, metavar="M",
@@ -69,21 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(towers, valleys). A deviation from the paper's generator, so off by default.")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="Decoder queries per call (default: from free memory; halved on CUDA out-of-memory).")
-    p.add_argument("--fill", choices=["idw", "nearest", "none"], default="idw",
+    p.add_argument("--fill", choices=FILL_METHODS, default=DEFAULT_FILL,
                    help="Holes no window gave a height to (reference mode: nothing occupied in its scan): "
                         "filled (idw/nearest) within --fill-max-distance of the points, or nodata (none).")
-    p.add_argument("--fill-max-distance", type=float, default=10.0, metavar="D",
-                   help="No height farther than D map units from every input point (default 10), and beyond "
+    p.add_argument("--fill-max-distance", type=float, default=DEFAULT_FILL_MAX_DISTANCE, metavar="D",
+                   help=f"No height farther than D map units from every input point (default {DEFAULT_FILL_MAX_DISTANCE:g}), "
+                        "and beyond "
                         "the cloud's outer edge none farther than --search-radius: empty corners of the extent "
                         "stay nodata and are never filled.")
     add_max_pixels_arg(p)
     p.add_argument("--min-ortho-coverage", type=float, default=0.5, metavar="F",
                    help="Refuse an ortho-image whose valid pixels cover less than this share of the output "
                         "extent (default 0.5); below 0.9 a warning is printed.")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help="auto = fp32. fp16/bf16: CUDA mixed precision (faster, may move heights by cm).")
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
-    p.set_defaults(run=_run)
+    add_quiet_arg(p)
+    p.set_defaults(run=_run, parameter_flags=PARAMETER_FLAGS)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -118,8 +131,7 @@ def _run(args: argparse.Namespace) -> int:
 
         model = default_model(len(args.ortho))
         if model is None:
-            raise InputError("--model: " + missing_model_message(len(args.ortho)).replace(
-                "in the 'Model checkpoint' parameter", "with --model"))
+            raise InputError(missing_model_message(len(args.ortho)))
         print(f"Model: {model.name} (shipped, for {len(args.ortho)} ortho-image(s))")
     inputs = ReconstructionInputs(
         points=args.points, points_crs=args.points_crs, orthos=tuple(args.ortho), model=model,

@@ -35,12 +35,14 @@ import torch
 from scipy.special import expit
 
 from ..baseline import load_points
-from ..errors import CancelledError, ImplicityError, InputError
+from ..errors import CancelledError, ImplicityError, InputError, param
 from ..gridding import check_resolution, grid_for_points
 from ..outliers import axis_body
 from ..outputs import check_output_path
 from ..pointcloud import PointCloud
+from ..progress import CancelFn, ProgressFn
 from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter, GridSpec
+from ..vocabulary import FILL_METHODS, MODES, choice_list
 from .blending import BlendAccumulator, FillingRowSink
 from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model, occupancy_logit
 from .device import BatchRunner, auto_batch_size, resolve_device
@@ -58,8 +60,6 @@ from .search import ABOVE, BELOW, bracket_search, coarse_count
 from .tiling import PointIndex, Window, plan_windows
 
 log = logging.getLogger(__name__)
-ProgressFn = Callable[[float, str], None]
-CancelFn = Callable[[], bool]
 
 
 def _input_paths(inputs: ReconstructionInputs) -> list[Any]:
@@ -77,8 +77,8 @@ def _metres_to_map_units(crs) -> float:
     if crs.is_geographic:
         raise InputError(
             "The point cloud is in a geographic CRS (degrees). ImpliCity works on 64 m windows in a "
-            "projected CRS: reproject the points (e.g. to the local UTM zone) or give --points-crs."
-        )
+            f"projected CRS: reproject the points (e.g. to the local UTM zone) or give {param('points_crs')}.",
+            parameter="points_crs")
     try:
         _, factor = crs.linear_units_factor
     except Exception:  # noqa: BLE001 - unknown units: assume metres
@@ -173,7 +173,7 @@ def _confidence(decoder: WindowDecoder, height: np.ndarray, delta: float) -> np.
 
 
 def _number(value: Any, name: str, low: float, low_inclusive: bool = True, high: float = math.inf) -> None:
-    """Refuse a NaN, infinite or out-of-range option; the message names the parameter and flag."""
+    """Refuse a NaN, infinite or out-of-range option; the message names the parameter ``name``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -181,38 +181,38 @@ def _number(value: Any, name: str, low: float, low_inclusive: bool = True, high:
     ok = math.isfinite(v) and (v >= low if low_inclusive else v > low) and v <= high
     if not ok:
         bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
-        raise InputError(f"{name} must be a finite number {bound}, got {value}.")
+        raise InputError(f"{param(name)} must be a finite number {bound}, got {value}.")
 
 
 def _validate(options: ReconstructionOptions) -> None:
     """Every option checked before any work starts (NaN used to pass or end in a traceback)."""
-    if options.mode not in ("fast", "reference"):
-        raise InputError(f"mode (--mode) '{options.mode}': use fast or reference.")
-    if options.fill not in ("idw", "nearest", "none"):
-        raise InputError(f"fill (--fill) '{options.fill}': use idw, nearest or none.")
+    if options.mode not in MODES:
+        raise InputError(f"{param('mode')} '{options.mode}': use {choice_list(MODES)}.")
+    if options.fill not in FILL_METHODS:
+        raise InputError(f"{param('fill')} '{options.fill}': use {choice_list(FILL_METHODS)}.")
     if options.window_stride is not None:
-        _number(options.window_stride, "window_stride (--stride)", 0.0, low_inclusive=False)
+        _number(options.window_stride, "window_stride", 0.0, low_inclusive=False)
     if options.overlap is not None:
-        _number(options.overlap, "overlap (--overlap)", 0.0)
+        _number(options.overlap, "overlap", 0.0)
     fs = options.fast_search
-    _number(fs.final_step, "final_step (--final-step)", 0.001)
+    _number(fs.final_step, "fast_search.final_step", 0.001)
     _number(fs.max_coarse_step, "fast_search.max_coarse_step", 0.0, low_inclusive=False)
     if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
-        raise InputError("fast_search: coarse_samples and refine_factor must be at least 2.")
+        raise InputError(f"{param('fast_search')}: coarse_samples and refine_factor must be at least 2.")
     ev = options.evidence
-    _number(ev.radius, "evidence.radius (--search-radius)", 0.0, low_inclusive=False, high=1000.0)
-    _number(ev.margin, "evidence.margin (--search-margin)", 0.0, high=1000.0)
-    _number(ev.edge_width, "evidence.edge_width (--edge-width)", 0.0, low_inclusive=False, high=1000.0)
-    _number(options.fill_max_distance, "fill_max_distance (--fill-max-distance)", 0.0, high=10000.0)
+    _number(ev.radius, "evidence.radius", 0.0, low_inclusive=False, high=1000.0)
+    _number(ev.margin, "evidence.margin", 0.0, high=1000.0)
+    _number(ev.edge_width, "evidence.edge_width", 0.0, low_inclusive=False, high=1000.0)
+    _number(options.fill_max_distance, "fill_max_distance", 0.0, high=10000.0)
     _number(options.range_margin, "range_margin", 0.0)
     _number(options.confidence_delta, "confidence_delta", 0.0, low_inclusive=False)
-    _number(options.min_ortho_coverage, "min_ortho_coverage (--min-ortho-coverage)", 0.0, high=1.0)
+    _number(options.min_ortho_coverage, "min_ortho_coverage", 0.0, high=1.0)
     ref = options.reference_search
     _number(ref.coarse_step, "reference_search.coarse_step", 0.0, low_inclusive=False)
     _number(ref.range_below, "reference_search.range_below", 0.0)
     _number(ref.range_above, "reference_search.range_above", 0.0)
     if ref.refine_factor < 2 or ref.refinements < 0:
-        raise InputError("reference_search: refine_factor must be >= 2 and refinements >= 0.")
+        raise InputError(f"{param('reference_search')}: refine_factor must be >= 2 and refinements >= 0.")
 
 
 def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
@@ -229,7 +229,7 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
             MemoryError) as exc:
         reason = (str(exc).splitlines() or [""])[0][:200]
-        raise InputError(f"--model {label}: no network can be built from this checkpoint ({type(exc).__name__}: "
+        raise InputError(f"{param('model')} {label}: no network can be built from this checkpoint ({type(exc).__name__}: "
                          f"{reason}); its config is malformed or it is not an ImpliCity model. Use another "
                          "checkpoint or export it again.") from None
     config = loaded.config
@@ -240,12 +240,12 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise InputError(f"--model {name}: its config has {attr} = {value!r}, which no network can use; the "
+            raise InputError(f"{param('model')} {name}: its config has {attr} = {value!r}, which no network can use; the "
                              "checkpoint is malformed. Use another checkpoint.")
     if isinstance(loaded, torch.nn.Module):
         for key, tensor in [*loaded.named_parameters(), *loaded.named_buffers()]:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise InputError(f"--model {name}: weight '{key}' holds NaN or infinite values, so every height "
+                raise InputError(f"{param('model')} {name}: weight '{key}' holds NaN or infinite values, so every height "
                                  "would be nodata; the checkpoint is corrupt (a diverged training run?). Use "
                                  "another checkpoint.")
     if isinstance(model, (str, os.PathLike)):
@@ -267,10 +267,10 @@ def _smoke_test(model: Any, name: str, device: torch.device) -> None:
             logits = occupancy_logit(model.decode(torch.tensor([[[0.5, 0.5, 0.0]]], device=device), features))
     except (RuntimeError, MemoryError, ValueError, TypeError, IndexError) as exc:
         reason = (str(exc).splitlines() or [""])[0][:200]
-        raise InputError(f"--model {name}: the network of this checkpoint does not run ({type(exc).__name__}: "
+        raise InputError(f"{param('model')} {name}: the network of this checkpoint does not run ({type(exc).__name__}: "
                          f"{reason}); its config is malformed. Use another checkpoint or export it again.") from None
     if not bool(torch.isfinite(logits).all()):
-        raise InputError(f"--model {name}: the network outputs NaN or infinite occupancy, so every height would be "
+        raise InputError(f"{param('model')} {name}: the network outputs NaN or infinite occupancy, so every height would be "
                          "nodata; the checkpoint is corrupt. Use another checkpoint.")
 
 

@@ -21,8 +21,9 @@ from typing import Callable, Sequence
 import numpy as np
 from affine import Affine
 
-from ..errors import InputError
+from ..errors import InputError, param
 from ..raster import GridSpec, RasterReader
+from ..vocabulary import variant_description
 
 log = logging.getLogger(__name__)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -86,11 +87,10 @@ def check_image_count(n_orthos: int, n_images: int, model_name: str) -> None:
     """Mono/stereo must match the model; say which model wants what."""
     if n_orthos == n_images:
         return
-    kind = {0: "ImpliCity-0 (points only)", 1: "ImpliCity-mono (one ortho)", 2: "ImpliCity-stereo (two orthos)"}
     raise InputError(
-        f"--ortho: {n_orthos} ortho-image(s) given, but the model {model_name} is "
-        f"{kind.get(n_images, f'a model with {n_images} images')} and needs exactly {n_images}. "
-        f"Give {n_images} --ortho file(s) or use a model trained for {n_orthos} image(s)."
+        f"{param('orthos')}: {n_orthos} ortho-image(s) given, but the model {model_name} is "
+        f"{variant_description(n_images)} and needs exactly {n_images}. "
+        f"Give {n_images} ortho-image(s) or use a model trained for {n_orthos} image(s)."
     )
 
 
@@ -121,7 +121,7 @@ def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: G
         what = f"ortho-image {i}"
         with RasterReader(path, what=what) as reader:
             if reader.width < 2 or reader.height < 2:
-                raise InputError(f"--ortho {path}: the image is only {reader.width} x {reader.height} px; an "
+                raise InputError(f"{param('orthos')} {path}: the image is only {reader.width} x {reader.height} px; an "
                                  "ortho-image needs at least 2 x 2 px (typically thousands) over the extent.")
             bounds = reader.bounds_in
             if reader.crs is not None and crs is not None and reader.crs != crs:
@@ -130,7 +130,7 @@ def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: G
                               / (reader.width * reader.height))
             if pixel > MAX_ORTHO_PIXEL_FACTOR * image_pixel:
                 raise InputError(
-                    f"--ortho {path}: its pixels are about {pixel:.3g} map units wide, too coarse for the model, "
+                    f"{param('orthos')} {path}: its pixels are about {pixel:.3g} map units wide, too coarse for the model, "
                     f"which sees the image at {image_pixel:.3g} per pixel (at most {MAX_ORTHO_PIXEL_FACTOR:g}x "
                     "coarser is accepted). Use a finer ortho-image.")
             valid = np.isfinite(to_grey(reader.read_on_grid(coarse, "nearest")))
@@ -145,10 +145,11 @@ def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: G
                    if footprint < min_coverage else
                    f"its footprint covers {100 * footprint:.0f}% of it but the rest is nodata")
             raise InputError(
-                f"--ortho {path}: valid pixels cover only {100 * share:.1f}% of the output extent "
+                f"{param('orthos')} {path}: valid pixels cover only {100 * share:.1f}% of the output extent "
                 f"({xmin:.1f}, {ymin:.1f}, {xmax:.1f}, {ymax:.1f}): {why}. At least {100 * min_coverage:.0f}% is "
-                "needed (--min-ortho-coverage); give an --extent inside the ortho or another ortho-image.")
+                f"needed ({param('min_ortho_coverage')}); give an {param('extent')} inside the ortho or another "
+                "ortho-image.")
         if share < ORTHO_WARN_COVERAGE:
-            log.warning("--ortho %s covers only %.0f%% of the output extent with valid pixels; where it has none "
+            log.warning("ortho-image %s covers only %.0f%% of the output extent with valid pixels; where it has none "
                         "the network sees a blank image.", path, 100 * share)
     return shares

@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ...core import vocabulary
 from ..styling import attach_style
 from .common import (
     EXTENT_HELP,
@@ -21,8 +22,8 @@ from .common import (
     progress_callback,
 )
 
-STATISTICS = ("max", "median", "mean", "min")
-FILLS = ("idw", "nearest", "none")
+STATISTICS = vocabulary.STATISTICS
+FILLS = vocabulary.FILL_METHODS
 
 
 class BaselineDsmAlgorithm(ImpliCityAlgorithm):
@@ -32,8 +33,8 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
     FILL = "FILL"
     FILL_MAX_DISTANCE = "FILL_MAX_DISTANCE"
     OUTLIER_THRESHOLD = "OUTLIER_THRESHOLD"
-    LABELS = {"--statistic": "'Statistic'", "--fill-max-distance": "'Fill distance'", "--fill": "'Hole filling'",
-              "--outlier-threshold": "'Outlier threshold'"}
+    LABELS = {"statistic": "'Statistic'", "fill_max_distance": "'Fill distance'", "fill": "'Hole filling'",
+              "outlier_threshold": "'Outlier threshold'", "smooth": "'Smoothing'"}
 
     def name(self) -> str:
         return "baselinedsm"
@@ -58,11 +59,14 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.add_point_cloud_parameters()
         self.add_resolution_and_extent()
-        self.addParameter(QgsProcessingParameterEnum(self.STATISTIC, "Statistic", options=list(STATISTICS),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(self.FILL, "Hole filling", options=list(FILLS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.FILL_MAX_DISTANCE, "Fill distance (map units)",
-                                                       QgsProcessingParameterNumber.Double, 10.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.STATISTIC, "Statistic", options=list(STATISTICS),
+            defaultValue=STATISTICS.index(vocabulary.DEFAULT_STATISTIC)))
+        self.addParameter(QgsProcessingParameterEnum(self.FILL, "Hole filling", options=list(FILLS),
+                                                     defaultValue=FILLS.index(vocabulary.DEFAULT_FILL)))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.FILL_MAX_DISTANCE, "Fill distance (map units)", QgsProcessingParameterNumber.Double,
+            vocabulary.DEFAULT_FILL_MAX_DISTANCE, minValue=0.0))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.OUTLIER_THRESHOLD, "Outlier threshold (map units, 0 = off)", QgsProcessingParameterNumber.Double,
             0.0, minValue=0.0)))
@@ -72,7 +76,7 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
         from ...core.baseline import make_baseline_dsm
 
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
-        self.check_outputs(parameters, context, [(out, "--out")])
+        self.check_outputs(parameters, context, [(out, "out_path")])
         cloud, extent, source = self.read_point_cloud(parameters, context, feedback, progress_end=20.0)
         outlier = self.parameterAsDouble(parameters, self.OUTLIER_THRESHOLD, context)
         statistic = STATISTICS[self.parameterAsEnum(parameters, self.STATISTIC, context)]

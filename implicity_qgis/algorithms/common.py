@@ -1,16 +1,16 @@
 """What every ImpliCity algorithm shares: dependency checks, error mapping, progress, point-cloud input.
 
 The algorithms are thin: they turn Processing parameters into arguments of the core jobs and
-core's :class:`ImplicityError` into :class:`QgsProcessingException` with the same message (CLI
-option names in it are replaced by the parameter labels the user sees). Core is imported lazily,
-inside ``run``, so the provider loads even when numpy/rasterio/torch are missing.
+core's :class:`ImplicityError` into :class:`QgsProcessingException` with the same message, the core
+parameters it names rendered as the labels the user sees (:data:`COMMON_LABELS` and each
+algorithm's ``LABELS``). Core is imported lazily, inside ``run``, so the provider loads even when
+numpy/rasterio/torch are missing.
 """
 from __future__ import annotations
 
 import inspect
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QThread, QTimer
 from qgis.PyQt.QtGui import QIcon
 
-from ...core.errors import CancelledError, ImplicityError, InputError
+from ...core.errors import CancelledError, ImplicityError, InputError, param
 from .. import dependencies as deps
 
 ICON_PATH = Path(__file__).resolve().parents[2] / "icon.png"
@@ -72,13 +72,14 @@ RESOLUTION_HELP = (f"<b>Resolution</b>: output pixel size in the point cloud's m
 EXTENT_HELP = ("<b>Extent</b> (optional): the area to compute, reprojected to the point cloud's CRS; "
                "default: the extent of the points. Only the points in and around it are read.<br>")
 
-#: CLI option names in core messages → the labels of our parameters.
+#: Core parameters named in errors (:func:`implicity.core.errors.param`) → the labels of our parameters.
 COMMON_LABELS = {
-    "--points-crs": "the 'Point cloud CRS' parameter",
-    "--points": "the point cloud",
-    "--resolution": "'Resolution'",
-    "--extent": "'Extent'",
-    "--out": "the output",
+    "points_crs": "the 'Point cloud CRS' parameter",
+    "points": "the point cloud",
+    "resolution": "'Resolution'",
+    "extent": "'Extent'",
+    "out_path": "the output",
+    "max_pixels": "the output size limit",
 }
 
 
@@ -86,12 +87,19 @@ def plugin_icon() -> QIcon:
     return QIcon(str(ICON_PATH))
 
 
-def translate_options(message: str, labels: dict[str, str]) -> str:
-    """Replace CLI option names (``--points-crs``) in a core message by parameter labels."""
-    if not labels:
-        return message
-    pattern = re.compile("|".join(re.escape(k) for k in sorted(labels, key=len, reverse=True)) + r"(?![\w-])")
-    return pattern.sub(lambda m: labels[m.group(0)], message)
+def render_error(exc: ImplicityError, labels: dict[str, str]) -> str:
+    """A core error's message with each parameter it names written as our label for it ('Resolution');
+    a parameter this algorithm has no label for keeps its core name, quoted."""
+    return exc.render(lambda name: labels.get(name, f"'{name}'"))
+
+
+def raster_path(layer) -> str:
+    """The file behind a GDAL raster layer (core reads files, not rendered layers)."""
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"Raster '{layer.name()}' is not a file-based (GDAL) raster ({layer.providerType()}); "
+            "save it as GeoTIFF first (Export > Save As).")
+    return layer.source().split("|")[0]
 
 
 def progress_callback(feedback: QgsProcessingFeedback, start: float = 0.0, end: float = 100.0) -> Callable[[float, str], None]:
@@ -322,7 +330,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
             try:  # before QGIS's own check, which only says "Incorrect parameter value"
                 source_format(self.parameterAsFile(parameters, POINTS_FILE, context))
             except InputError as exc:
-                return False, str(exc)
+                return False, render_error(exc, self.labels())
         if parameters.get(RESOLUTION) is not None and self.parameterDefinition(RESOLUTION) is not None:
             message = resolution_problem(self.parameterAsDouble(parameters, RESOLUTION, context))
             if message:
@@ -344,10 +352,10 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
         except deps.MissingDependencies as exc:
             message = str(exc)
         except CancelledError as exc:
-            feedback.reportError(str(exc))
-            message = translate_options(str(exc), self.labels())
+            message = render_error(exc, self.labels())
+            feedback.reportError(message)
         except ImplicityError as exc:
-            message = translate_options(str(exc), self.labels())
+            message = render_error(exc, self.labels())
         except QgsProcessingException as exc:
             message = str(exc)
         if message is not None:  # raised here, outside the handler: no link to the failed job's frames
@@ -396,15 +404,15 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
 
     def check_outputs(self, parameters: dict, context: QgsProcessingContext,
                       outputs: "list[tuple[str | None, str]]") -> None:
-        """Fail fast, before any point is read: each (path, CLI option) must be a writable new GeoTIFF
-        that is not the point cloud (the option names become parameter labels in the message)."""
+        """Fail fast, before any point is read: each (path, core parameter) must be a writable new
+        GeoTIFF that is not the point cloud (the parameters become labels in the message)."""
         from ...core.outputs import check_output_path
         from ...core.raster import GEOTIFF_SUFFIXES
 
         inputs = [self.point_cloud_source(parameters, context).path]
-        for path, option in outputs:
+        for path, parameter in outputs:
             if path:
-                check_output_path(path, inputs, option=option, suffixes=GEOTIFF_SUFFIXES)
+                check_output_path(path, inputs, parameter, GEOTIFF_SUFFIXES)
                 inputs.append(path)
 
     def read_point_cloud(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
@@ -421,11 +429,11 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
         source = self.point_cloud_source(parameters, context)
         feedback.setProgressText(f"Reading {Path(source.path).name}")
         info = probe_point_cloud(source.path)
-        crs = parse_crs(source.crs, what="the 'Point cloud CRS' parameter") or info.crs
+        crs = parse_crs(source.crs) or info.crs
         if crs is None:
             raise InputError(
                 f"{source.path}: the point cloud has no coordinate reference system in its header. Give it with "
-                "the 'Point cloud CRS' parameter (for example EPSG:2154 for Lambert-93, EPSG:28992 for RD New).")
+                f"{param('points_crs')} (for example EPSG:2154 for Lambert-93, EPSG:28992 for RD New).")
         qgs_crs = to_qgs_crs(crs)
         extent = self.extent_in(parameters, context, qgs_crs)
         if extent is not None and info.bounds is not None and (
@@ -433,7 +441,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
                 or extent[1] > info.bounds[3] or extent[3] < info.bounds[1]):
             b = info.bounds
             raise InputError(
-                f"'Extent' {extent[0]:.1f},{extent[1]:.1f},{extent[2]:.1f},{extent[3]:.1f} does not overlap the point "
+                f"{param('extent')} {extent[0]:.1f},{extent[1]:.1f},{extent[2]:.1f},{extent[3]:.1f} does not overlap the point "
                 f"cloud {source.path}, which covers {b[0]:.1f},{b[1]:.1f},{b[2]:.1f},{b[3]:.1f} (in "
                 f"{crs_label(qgs_crs)}). Check the extent and its CRS.")
         resolution = self.parameterAsDouble(parameters, RESOLUTION, context) \

@@ -16,18 +16,9 @@ from qgis.core import (
 )
 
 from ..styling import attach_style
-from .common import ImpliCityAlgorithm, advanced
+from .common import ImpliCityAlgorithm, advanced, raster_path
 
 OVERALL_OUTPUTS = ("count", "mae", "rmse", "medae", "nmad", "bias")
-
-
-def raster_path(layer) -> str:
-    """The file behind a GDAL raster layer (evaluation reads files, not rendered layers)."""
-    if layer.providerType() != "gdal":
-        raise QgsProcessingException(
-            f"Raster '{layer.name()}' is not a file-based (GDAL) raster ({layer.providerType()}); "
-            "save it as GeoTIFF first (Export > Save As).")
-    return layer.source().split("|")[0]
 
 
 def same_raster(a, b) -> bool:
@@ -56,7 +47,9 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     OUTPUT_JSON = "OUTPUT_JSON"
     GROUP = "Evaluation"
     GROUP_ID = "evaluation"
-    LABELS = {"--residual-out": "'Residual'", "--json": "'Metrics (JSON)'", "--html": "'Metrics report (HTML)'"}
+    LABELS = {"residual_out": "'Residual'", "json_out": "'Metrics (JSON)'", "html_out": "'Metrics report (HTML)'",
+              "building_dilation_px": "'Building dilation'", "dsm_path": "'DSM'", "reference_path": "'Reference DSM'",
+              "building_mask": "'Building mask'"}
 
     def name(self) -> str:
         return "evaluatedsm"

@@ -14,9 +14,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from implicity.core.shipped_models import MODELS_DIR, default_model, missing_model_message
-
-from ...core.errors import CancelledError
+from ...core.errors import CancelledError, InputError
+from ...core.shipped_models import MODELS_DIR, default_model, missing_model_message
+from ...core.vocabulary import DEFAULT_DEVICE, DEFAULT_MODE, DEVICE_CHOICES, MODES, VARIANT_KINDS, variant_name
 from .. import dependencies as deps
 from ..styling import attach_style
 from .common import (
@@ -29,12 +29,11 @@ from .common import (
     advanced,
     check_raster_overlap,
     progress_callback,
+    raster_path,
     to_qgs_crs,
 )
-from .evaluate import raster_path
 
-DEVICES = ("auto", "cpu", "cuda")
-MODES = ("fast", "reference")
+DEVICES = DEVICE_CHOICES
 READ_SHARE = 5.0  # % of the progress bar for reading the points
 WINDOW_M = 64.0  # ImpliCity's window: points this far around the extent feed its border windows
 
@@ -43,8 +42,9 @@ def model_label(model: Path) -> str:
     """'ImpliCity-0' / '-mono' / '-stereo' for a shipped checkpoint, the file's stem otherwise."""
     model = Path(model)
     parts = model.stem.split("-")
-    if model.parent.resolve() == MODELS_DIR.resolve() and len(parts) >= 2 and parts[0] == "implicity":
-        return f"ImpliCity-{parts[1]}"
+    n_images = {kind: n for n, kind in VARIANT_KINDS.items()}.get(parts[1]) if len(parts) >= 2 else None
+    if model.parent.resolve() == MODELS_DIR.resolve() and parts[0] == "implicity" and n_images is not None:
+        return variant_name(n_images)
     return model.stem
 
 
@@ -57,8 +57,8 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
     MODE = "MODE"
     CONFIDENCE = "CONFIDENCE"
     REQUIREMENTS = deps.GEODATA + deps.NETWORK
-    LABELS = {"--ortho": "'Ortho-images'", "--model": "'Model checkpoint'", "--device": "'Device'",
-              "--confidence-out": "'Confidence'", "--mode": "'Search mode'"}
+    LABELS = {"orthos": "'Ortho-images'", "model": "'Model checkpoint'", "device": "'Device'",
+              "confidence_path": "'Confidence'", "mode": "'Search mode'"}
 
     def name(self) -> str:
         return "reconstructdsm"
@@ -97,9 +97,10 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             self.MODEL, "Model checkpoint (empty = shipped model)", optional=True,
             fileFilter="PyTorch checkpoints (*.pt *.pth *.ckpt)"))
         self.add_resolution_and_extent()
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", options=list(DEVICES),
+                                                     defaultValue=DEVICES.index(DEFAULT_DEVICE)))
         self.addParameter(advanced(QgsProcessingParameterEnum(self.MODE, "Search mode", options=list(MODES),
-                                                              defaultValue=0)))
+                                                              defaultValue=MODES.index(DEFAULT_MODE))))
         self.addParameter(QgsProcessingParameterRasterDestination(self.CONFIDENCE, "Confidence", optional=True,
                                                                   createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "DSM"))
@@ -120,7 +121,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             return Path(path)
         model = default_model(n_images)
         if model is None:
-            raise QgsProcessingException(missing_model_message(n_images))
+            raise InputError(missing_model_message(n_images))
         return model
 
     def run_job(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
@@ -134,7 +135,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
         feedback.pushInfo(f"Model: {model} ({label})\nDevice: {device} ({reason})")
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         conf = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
-        self.check_outputs(parameters, context, [(out, "--out"), (conf, "--confidence-out")])
+        self.check_outputs(parameters, context, [(out, "out_path"), (conf, "confidence_path")])
         cloud, extent, source = self.read_point_cloud(parameters, context, feedback, margin_m=WINDOW_M,
                                                       progress_end=READ_SHARE)
         cloud_crs = to_qgs_crs(cloud.crs)

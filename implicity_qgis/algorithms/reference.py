@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ...core.vocabulary import DEFAULT_REFERENCE_FILL_MAX_DISTANCE
 from ..styling import attach_style
 from .common import EXTENT_HELP, OUTPUT, POINTS_HELP, RESOLUTION, RESOLUTION_HELP, ImpliCityAlgorithm, progress_callback
 
@@ -19,7 +20,7 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
     FILL_MAX_DISTANCE = "FILL_MAX_DISTANCE"
     GROUP = "Evaluation"
     GROUP_ID = "evaluation"
-    LABELS = {"--building-mask-out": "'Building mask'", "--fill-max-distance": "'Fill distance'"}
+    LABELS = {"building_mask_out": "'Building mask'", "fill_max_distance": "'Fill distance'"}
 
     def name(self) -> str:
         return "referencedsm"
@@ -42,8 +43,9 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.add_point_cloud_parameters()
         self.add_resolution_and_extent()
-        self.addParameter(QgsProcessingParameterNumber(self.FILL_MAX_DISTANCE, "Fill distance (map units)",
-                                                       QgsProcessingParameterNumber.Double, 2.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.FILL_MAX_DISTANCE, "Fill distance (map units)", QgsProcessingParameterNumber.Double,
+            DEFAULT_REFERENCE_FILL_MAX_DISTANCE, minValue=0.0))
         self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Reference DSM"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.BUILDING_MASK, "Building mask",
                                                                   optional=True, createByDefault=False))
@@ -53,7 +55,7 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
 
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         mask = self.parameterAsOutputLayer(parameters, self.BUILDING_MASK, context) or None
-        self.check_outputs(parameters, context, [(out, "--out"), (mask, "--building-mask-out")])
+        self.check_outputs(parameters, context, [(out, "out_path"), (mask, "building_mask_out")])
         cloud, extent, source = self.read_point_cloud(parameters, context, feedback, progress_end=20.0)
         grid = make_reference_dsm(
             cloud, out, self.parameterAsDouble(parameters, RESOLUTION, context), building_mask_out=mask,

@@ -32,8 +32,9 @@ def test_las_laz_roundtrip_with_attributes(tmp_path, scene, suffix):
 def test_user_crs_supplies_missing_header_crs(tmp_path, scene):
     path = write_las(tmp_path / "nocrs.laz", scene[0])
     assert read_point_cloud(path).crs is None
-    with pytest.raises(InputError, match="--points-crs"):
+    with pytest.raises(InputError, match="Give it with points_crs") as info:
         read_point_cloud(path).require_crs()
+    assert info.value.parameter == "points_crs"  # the CLI says --points-crs, the plugin its label
     assert read_point_cloud(path, crs="EPSG:2154").crs.to_epsg() == 2154
 
 

@@ -9,7 +9,8 @@ import torch
 
 from implicity.core.model import load_model
 from implicity.core.model.checkpoint import describe_checkpoint
-from implicity.core.shipped_models import KIND_BY_IMAGES, MODELS_DIR, default_model, shipped_models
+from implicity.core.shipped_models import MODELS_DIR, default_model, shipped_models
+from implicity.core.vocabulary import VARIANT_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
 NIMES = REPO / "data" / "nimes_lidarhd" / "subsampled_nimes.laz"
@@ -21,7 +22,7 @@ NIMES_CROP = (809600.0, 6304900.0, 809664.0, 6304964.0)
 def test_a_model_is_shipped_for_points_only_and_mono(n_images: int) -> None:
     path = default_model(n_images)
     assert path is not None, f"no shipped model for {n_images} ortho-image(s) in {MODELS_DIR}"
-    assert path.name.startswith(f"implicity-{KIND_BY_IMAGES[n_images]}")
+    assert path.name.startswith(f"implicity-{VARIANT_KINDS[n_images]}")
 
 
 @pytest.mark.parametrize("path", shipped_models(), ids=lambda p: p.name)
@@ -31,7 +32,7 @@ def test_shipped_checkpoint_is_small_safe_and_self_describing(path: Path) -> Non
     assert all(t.dtype == torch.float16 for t in raw["model"].values() if t.is_floating_point())
     config, training = describe_checkpoint(path)
     kind = path.stem.split("-")[1]
-    assert KIND_BY_IMAGES[config.n_images] == kind
+    assert VARIANT_KINDS[config.n_images] == kind
     assert training["steps"] > 0 and training["wall_time_s"] > 0 and training["best"]["metrics"]
     if config.n_images:  # trained on 8-bit orthos: their statistics, not the reference's DN ones
         assert 0 < config.image_mean < 255 and 0 < config.image_std < 255

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from implicity.core.errors import InputError
 from implicity.core.shipped_models import default_model, missing_model_message
 from implicity.implicity_qgis import dependencies as deps
 
@@ -112,5 +113,7 @@ def test_default_model_matches_image_count(tmp_path):
     assert default_model(1, tmp_path).name == "implicity-mono.pt"  # the full model wins over lite
     assert default_model(2, tmp_path) is None
     assert default_model(0, tmp_path / "none") is None
-    msg = missing_model_message(2, tmp_path)
-    assert "ImpliCity-stereo" in msg and "Model checkpoint" in msg and "implicity-0-lite.pt" in msg
+    error = InputError(missing_model_message(2, tmp_path))
+    assert error.parameter == "model"
+    msg = error.render({"model": "'Model checkpoint'"}.get)
+    assert "ImpliCity-stereo" in msg and "with 'Model checkpoint'" in msg and "implicity-0-lite.pt" in msg

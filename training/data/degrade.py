@@ -80,7 +80,7 @@ class DegradationFamily:
 
 def family_from_mapping(values: Mapping[str, Any] | None, where: str = "degradation") -> DegradationFamily:
     """A family from a YAML mapping (lists become tuples); unknown keys are errors."""
-    from .scenes import dataclass_from_mapping
+    from implicity.core.yamlconfig import dataclass_from_mapping
 
     return dataclass_from_mapping(DegradationFamily, values, where)
 

@@ -29,10 +29,10 @@ import numpy as np
 from implicity.core.crs import describe_crs
 from implicity.core.errors import InputError
 from implicity.core.normalization import DEFAULT_Z_STD, PatchFrame
-from implicity.core.yamlconfig import read_yaml_mapping
+from implicity.core.yamlconfig import dataclass_from_mapping, read_yaml_mapping
 
 from .labels import QuerySamplingConfig
-from .scenes import Scene, dataclass_from_mapping, scenes_from_source
+from .scenes import Scene, scenes_from_source
 from .store import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, PatchData, read_manifest, save_patch, write_manifest
 
 SPLITS = ("train", "val", "test")

@@ -24,23 +24,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from rasterio.crs import CRS
-from scipy import ndimage
 
 from implicity.core.errors import InputError
-from implicity.core.gridding import count_points, fill_nearest, grid_for_points, grid_points
+from implicity.core.gridding import fill_nearest, grid_for_points
 from implicity.core.ortho import rasterize_colors
 from implicity.core.pointcloud import PointCloud, read_point_cloud
 from implicity.core.raster import GridSpec, read_band, read_raster_on_grid
 from implicity.core.reconstruct.imagery import to_grey  # the engine's rule: train and infer alike
+from implicity.core.reference import class_mask, reference_surface, without_noise
+from implicity.core.vocabulary import BUILDING_CLASS, VEGETATION_CLASSES, WATER_CLASS
+from implicity.core.yamlconfig import dataclass_from_mapping
 
 from .render import default_suns, render_ortho
 from .simulate import StereoSimulationConfig, simulate_stereo_cloud, smooth_field
 from .stereo_view import parallax_view
 from .synthetic_city import CityConfig, generate_city, sample_surface_points
-
-NOISE_CLASSES = (7, 18)
-VEGETATION_CLASSES = (3, 4, 5)
-BUILDING_CLASS, WATER_CLASS = 6, 9
 
 
 @dataclass
@@ -62,22 +60,6 @@ class Scene:
         return self.grid.crs
 
 
-def dataclass_from_mapping(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    """Build a config dataclass from a YAML mapping, naming unknown keys in the error."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(f"{where}: unknown option(s) {unknown}; known: {sorted(known)}.")
-    for f in dataclasses.fields(cls):  # YAML gives lists where the dataclass wants tuples
-        if isinstance(values.get(f.name), list):
-            values[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in values[f.name])
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {exc}") from None
-
-
 def synthetic_scene(name: str, seed: int, n_images: int, city: CityConfig | None = None,
                     simulation: StereoSimulationConfig | None = None, dense_density: float = 10.0) -> Scene:
     """A procedural city with rendered orthos and a simulated stereo cloud."""
@@ -91,25 +73,20 @@ def synthetic_scene(name: str, seed: int, n_images: int, city: CityConfig | None
                  points=sim.cloud.xyz, images=images)
 
 
-def _class_mask(cloud: PointCloud, grid: GridSpec, classes: Sequence[int]) -> np.ndarray:
-    sel = np.isin(cloud.classification, classes)
-    mask = count_points(cloud.xyz, grid, select=sel) > 0
-    return ndimage.binary_closing(mask, structure=np.ones((3, 3), bool)).astype(np.uint8)
-
-
 def lidar_reference(cloud: PointCloud, resolution: float, fill_max_distance: float = 1.0,
                     extent: Sequence[float] | None = None) -> tuple[GridSpec, np.ndarray, dict[str, np.ndarray]]:
-    """Reference DSM (max of non-noise returns, gaps ≤ ``fill_max_distance`` closed) and masks."""
-    if cloud.classification is not None:
-        cloud = cloud.subset(~np.isin(cloud.classification, NOISE_CLASSES))
+    """Reference DSM (core's :func:`~implicity.core.reference.reference_surface`: max of the non-noise
+    returns, gaps ≤ ``fill_max_distance`` closed) and masks from the ASPRS classes."""
+    cloud = without_noise(cloud)
     grid = grid_for_points(cloud.xyz, cloud.crs, resolution, tuple(extent) if extent else None, source=cloud.source)
-    dsm = fill_nearest(grid_points(cloud.xyz, grid, "max"), fill_max_distance / resolution)
+    dsm = reference_surface(cloud, grid, fill_max_distance)
     zeros = np.zeros(grid.shape, np.uint8)
     masks = {"valid": np.isfinite(dsm).astype(np.uint8), "building": zeros, "forest": zeros, "water": zeros}
     if cloud.classification is not None:
-        masks["building"] = _class_mask(cloud, grid, [BUILDING_CLASS])
-        masks["water"] = _class_mask(cloud, grid, [WATER_CLASS]) & (1 - masks["building"])
-        masks["forest"] = _class_mask(cloud, grid, VEGETATION_CLASSES) & (1 - masks["building"])
+        xyz, cls = cloud.xyz, cloud.classification
+        masks["building"] = class_mask(xyz, cls, grid, BUILDING_CLASS)
+        masks["water"] = class_mask(xyz, cls, grid, WATER_CLASS) & (1 - masks["building"])
+        masks["forest"] = class_mask(xyz, cls, grid, VEGETATION_CLASSES) & (1 - masks["building"])
     return grid, dsm, masks
 
 

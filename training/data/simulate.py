@@ -34,10 +34,9 @@ from scipy import ndimage
 from implicity.core.gridding import cell_index, fill_nearest, grid_points
 from implicity.core.pointcloud import PointCloud
 from implicity.core.raster import GridSpec
+from implicity.core.reference import without_noise
 
 from .visibility import blocked_mask
-
-NOISE_CLASSES = (7, 18)
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,7 @@ def simulate_stereo_cloud(cloud: PointCloud, config: StereoSimulationConfig | No
     """Degrade a dense cloud into a satellite-stereo-like cloud (see the module docstring)."""
     cfg = config or StereoSimulationConfig()
     rng = np.random.default_rng(seed)
-    if cloud.classification is not None:
-        cloud = cloud.subset(~np.isin(cloud.classification, NOISE_CLASSES))
+    cloud = without_noise(cloud)
     xyz = cloud.xyz
     xmin, ymin, xmax, ymax = cloud.bounds
     grid = GridSpec.from_bounds(xmin, ymin, xmax + cfg.gsd * 1e-3, ymax, cfg.gsd, cloud.crs)

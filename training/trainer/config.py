@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from implicity.core.errors import InputError
-from implicity.core.yamlconfig import read_with_inheritance
+from implicity.core.yamlconfig import check_known_keys, dataclass_from_mapping, read_with_inheritance
 
 
 @dataclass
@@ -132,29 +132,16 @@ def read_yaml_with_inheritance(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _build_section(cls: type, values: Any, where: str) -> Any:
-    if values is None:
-        return cls()
-    if not isinstance(values, Mapping):
-        raise InputError(f"{where}: must be a mapping of options, got {values!r}.")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise InputError(f"{where}: unknown option(s) {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
-    kwargs = dict(values)
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
-    return cls(**kwargs)
+    if isinstance(values, Mapping) and "betas" in values:
+        values = {**values, "betas": tuple(float(b) for b in values["betas"])}
+    return dataclass_from_mapping(cls, values, where)
 
 
 def train_config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
     """Build and check a :class:`TrainConfig` from an already merged mapping."""
     raw = dict(raw)
     raw.pop("inherit_from", None)
-    top = {f.name for f in dataclasses.fields(TrainConfig)} - set(_SECTIONS)
-    unknown = sorted(set(raw) - top - set(_SECTIONS))
-    if unknown:
-        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}. "
-                         f"Known: {', '.join(sorted(top | set(_SECTIONS)))}.")
+    check_known_keys(raw, (f.name for f in dataclasses.fields(TrainConfig)), source)
     sections = {name: _build_section(cls, raw.pop(name, None), f"{source} [{name}]")
                 for name, cls in _SECTIONS.items()}
     config = TrainConfig(**{k: v for k, v in raw.items() if k != "source"}, **sections, source=source)

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from implicity.core.errors import ImplicityError, InputError
+from implicity.core.errors import ImplicityError
+from implicity.core.reconstruct.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -35,23 +36,21 @@ class DistContext:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """Turn the ``device`` option into a torch device; refuse CUDA where there is none."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"device '{name}': this PyTorch sees no CUDA GPU. Use --device cpu.")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(name)
+def rank_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device this rank trains on: core's :func:`~implicity.core.reconstruct.device.resolve_device`
+    (the one resolver of ``auto``/``cpu``/``cuda``/``cuda:N`` and its errors), except that ``auto`` and
+    ``cuda`` give each local rank its own GPU under torchrun."""
+    device, _reason = resolve_device(name)
+    if device.type == "cuda" and (name or "auto").strip().lower() in ("auto", "cuda"):
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
 
 
 def init_distributed(device_name: str) -> DistContext:
     """Join the torchrun process group if the environment asks for one, else run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = rank_device(device_name, local_rank)
     if world_size <= 1:
         return DistContext(device=device)
     backend = "nccl" if device.type == "cuda" else "gloo"

@@ -37,7 +37,7 @@ from .distributed import (
     broadcast_from_main,
     gather_to_all,
     mean_across_ranks,
-    resolve_device,
+    rank_device,
 )
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
@@ -90,7 +90,7 @@ class Trainer:
                  val_data: Any | None, ctx: DistContext | None = None, progress_bar: bool = True,
                  tensorboard: bool = True, export_fn: ExportFn | None = None) -> None:
         self.config = config
-        self.ctx = ctx or DistContext(device=resolve_device(config.device))
+        self.ctx = ctx or DistContext(device=rank_device(config.device))
         self.device = self.ctx.device
         self.model_config = model_config
         self.train_data = train_data
