@@ -22,6 +22,7 @@ import torch
 
 from implicity.core.errors import InputError
 from implicity.core.outputs import atomic_path
+from implicity.core.vocabulary import VARIANT_NAMES
 
 from .config import ModelConfig, config_from_mapping
 from .network import ImpliCityNet, build_model, image_count_message
@@ -125,9 +126,9 @@ def infer_reference_config(state: Mapping[str, torch.Tensor], source: str = "che
                 "image_hourglass_depth": max(levels) if levels else 0,
                 "image_norm_groups": _groups_hint(state),
             })
-            values["name"] = {1: "ImpliCity-mono", 2: "ImpliCity-stereo"}.get(values["n_images"], "ImpliCity")
+            values["name"] = VARIANT_NAMES.get(values["n_images"], "ImpliCity")
         else:
-            values["name"] = "ImpliCity-0"
+            values["name"] = VARIANT_NAMES[0]
     except KeyError as exc:
         raise InputError(f"{source}: incomplete ImpliCity state dict: {exc.args[0]!r} is missing.") from None
     return config_from_mapping(values, source)

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from implicity.core.errors import InputError
 from implicity.core.normalization import DEFAULT_Z_STD
+from implicity.core.vocabulary import variant_name
 from implicity.core.yamlconfig import check_known_keys, read_with_inheritance, resolve_inheritance
 
 #: Reference ortho-image (panchromatic DN) statistics of the demo configuration.
@@ -24,7 +25,6 @@ HEIGHT_REFERENCES = ("window", "prior")
 IMAGE_NORMALIZATIONS = ("dataset", "per_image")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-_VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 
 
 @dataclass
@@ -73,7 +73,7 @@ class ModelConfig:
     @property
     def variant(self) -> str:
         """ImpliCity-0 / -mono / -stereo by the number of ortho-images."""
-        return _VARIANT_NAMES.get(self.n_images, f"ImpliCity-{self.n_images}img")
+        return variant_name(self.n_images)
 
     @property
     def image_divisor(self) -> int:

@@ -25,8 +25,8 @@ from implicity.core.model import (
 )
 from implicity.core.model import scatter as sc
 from implicity.core.normalization import PatchFrame
+from implicity.core.vocabulary import VARIANT_NAMES
 
-VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
 LITE_CONFIGS = {0: "implicity_0_lite.yaml", 1: "implicity_mono_lite.yaml", 2: "implicity_stereo_lite.yaml"}
 #: Published parameter counts of the reference models (IMPLICITY_FACTS.md); kept here as well so that
 #: the headline numbers are checked even if the JSON changes.

@@ -7,6 +7,8 @@ import laspy
 import numpy as np
 from rasterio.crs import CRS
 
+from implicity.core.pointcloud import PointCloud
+
 REPO = Path(__file__).resolve().parents[2]
 #: The larger real datasets beside the repository (../shared/data); tests that need them skip when absent.
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -18,22 +20,11 @@ DELFT_CROP = (85000.0, 447500.0, 85064.0, 447564.0)
 
 def write_las(path: Path, xyz: np.ndarray, classification: np.ndarray | None = None,
               rgb: np.ndarray | None = None, crs: CRS | None = None) -> Path:
-    """A LAS/LAZ file (point format 3 with RGB, else 1) with 1 mm precision."""
-    header = laspy.LasHeader(point_format=3 if rgb is not None else 1, version="1.4")
-    header.offsets = np.floor(xyz.min(axis=0))
-    header.scales = np.array([0.001, 0.001, 0.001])
-    if crs is not None:
-        from pyproj import CRS as ProjCRS
+    """A LAS/LAZ file (by the suffix) written by the project's LAS writer (``training/data/export.py``)."""
+    from implicity.training.data.export import write_laz
 
-        header.add_crs(ProjCRS.from_wkt(crs.to_wkt()))
-    las = laspy.LasData(header)
-    las.x, las.y, las.z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    if classification is not None:
-        las.classification = classification
-    if rgb is not None:
-        las.red, las.green, las.blue = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    las.write(str(path))
-    return path
+    cloud = PointCloud(np.asarray(xyz, dtype=np.float64), crs, classification=classification, rgb=rgb)
+    return write_laz(path, cloud)
 
 
 def block_scene(seed: int = 0, size: float = 40.0, density: float = 16.0):

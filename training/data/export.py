@@ -22,7 +22,9 @@ from .synthetic_city import CityConfig, generate_city, sample_surface_points
 
 
 def write_laz(path: "str | os.PathLike[str]", cloud: PointCloud) -> Path:
-    """Write a cloud as LAZ (1 mm precision, RGB and classes when present, CRS in the header)."""
+    """Write a cloud as LAZ — or LAS for a ``.las`` path — atomically: LAS 1.4, point format 3 with
+    RGB else 1, 1 mm precision, classes when present, the CRS in the header. The project's one LAS
+    writer (``implicity synth-city``, the tests' fixtures)."""
     import laspy
 
     header = laspy.LasHeader(point_format=3 if cloud.rgb is not None else 1, version="1.4")
@@ -39,9 +41,10 @@ def write_laz(path: "str | os.PathLike[str]", cloud: PointCloud) -> Path:
     if cloud.rgb is not None:
         las.red, las.green, las.blue = cloud.rgb[:, 0], cloud.rgb[:, 1], cloud.rgb[:, 2]
     target = Path(path)
-    with atomic_path(target, suffix=".laz") as tmp:
+    compress = target.suffix.lower() != ".las"
+    with atomic_path(target, suffix=".laz" if compress else ".las") as tmp:
         with open(tmp, "wb") as fh:
-            las.write(fh, do_compress=True)
+            las.write(fh, do_compress=compress)
     return target
 
 
