@@ -23,7 +23,9 @@ class ImpliCityPlugin:
 
     def __init__(self, iface):
         self.iface = iface
-        self.provider: "ImpliCityProvider | None" = None  # keep the reference (see ENVIRONMENT.md)
+        # Held here: QGIS's registry does not keep the Python object alive, and a collected provider
+        # vanishes from the toolbox.
+        self.provider: "ImpliCityProvider | None" = None
         self.context_menu: "LayerContextMenu | None" = None
         self.deps_action: "QAction | None" = None
         self.deps_dir: Path = deps.default_deps_dir(QgsApplication.qgisSettingsDirPath())
