@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from implicity.core.errors import InputError
+from implicity.core.errors import InputError, param
 from implicity.core.outputs import atomic_path
 
 FORMAT = "implicity-train-state"
@@ -82,14 +82,14 @@ def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a resume checkpoint written by :func:`save_train_state`."""
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"--resume: no resume checkpoint at {file}. Start without --resume, "
+        raise InputError(f"{param('resume')}: no resume checkpoint at {file}. Start without {param('resume')}, "
                          "or point out_dir at the run you want to continue.")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise InputError(f"--resume: {file} cannot be read as a resume checkpoint ({exc}).") from exc
+        raise InputError(f"{param('resume')}: {file} cannot be read as a resume checkpoint ({exc}).") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(f"--resume: {file} is not an ImpliCity resume checkpoint.")
+        raise InputError(f"{param('resume')}: {file} is not an ImpliCity resume checkpoint.")
     if state.get("version", 0) > VERSION:
-        raise InputError(f"--resume: {file} was written by a newer version (format {state['version']}).")
+        raise InputError(f"{param('resume')}: {file} was written by a newer version (format {state['version']}).")
     return state

@@ -8,12 +8,12 @@ import argparse
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from implicity.core.errors import InputError
+    from implicity.core.errors import InputError, param
 
     from .session import run_training
 
     if args.max_steps is not None and args.max_steps < 1:
-        raise InputError(f"max_steps (--max-steps) must be a positive number of optimizer steps, got "
+        raise InputError(f"{param('max_steps')} must be a positive number of optimizer steps, got "
                          f"{args.max_steps}; omit it to train for the config's schedule.max_steps.")
 
     result = run_training(args.config, resume=args.resume, device=args.device, out_dir=args.out_dir,
