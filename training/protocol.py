@@ -92,8 +92,9 @@ def _lidar_scene(scene: HeldOutScene, data: Path, folder: Path) -> PreparedScene
     from implicity.core.pointcloud import read_point_cloud, reproject_point_cloud
     from implicity.core.raster import read_raster_on_grid, write_geotiff
     from implicity.core.reconstruct.imagery import to_grey
-    from implicity.training.data.scenes import lidar_reference
-    from implicity.training.data.stereo_view import parallax_view
+
+    from .data.scenes import lidar_reference
+    from .data.stereo_view import parallax_view
 
     path = data / str(scene.points)
     if not path.is_file():
@@ -125,8 +126,9 @@ def _lidar_scene(scene: HeldOutScene, data: Path, folder: Path) -> PreparedScene
 
 def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
     from implicity.core.raster import write_geotiff
-    from implicity.training.data.render import default_suns, render_ortho
-    from implicity.training.data.synthetic_city import CityConfig, generate_city, sample_surface_points
+
+    from .data.render import default_suns, render_ortho
+    from .data.synthetic_city import CityConfig, generate_city, sample_surface_points
 
     city = generate_city(scene.seed, CityConfig(size_m=SYNTHETIC_SIZE_M))
     reference = write_geotiff(folder / "reference.tif", city.dsm, city.grid)
@@ -141,8 +143,9 @@ def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
 def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int, out: Path) -> Path:
     """Write the input cloud of one set (NPZ with CRS) and return its path."""
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
-    from implicity.training.data.degrade import DegradationFamily, degrade_surface, held_out_family
-    from implicity.training.data.simulate import simulate_stereo_cloud
+
+    from .data.degrade import DegradationFamily, degrade_surface, held_out_family
+    from .data.simulate import simulate_stereo_cloud
 
     rng = np.random.default_rng([seed, DEGRADATIONS.index(degradation)])
     if degradation == "legacy simulator":

@@ -20,10 +20,9 @@ from typing import Any, Mapping
 
 import torch
 
-from implicity.core.errors import InputError
-from implicity.core.outputs import atomic_path
-from implicity.core.vocabulary import VARIANT_NAMES
-
+from ..errors import InputError
+from ..outputs import atomic_path
+from ..vocabulary import VARIANT_NAMES
 from .config import ModelConfig, config_from_mapping
 from .network import ImpliCityNet, build_model, image_count_message
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from implicity.core.errors import InputError
-from implicity.core.normalization import DEFAULT_Z_STD
-from implicity.core.vocabulary import variant_name
-from implicity.core.yamlconfig import check_known_keys, read_with_inheritance, resolve_inheritance
+from ..errors import InputError
+from ..normalization import DEFAULT_Z_STD
+from ..vocabulary import variant_name
+from ..yamlconfig import check_known_keys, read_with_inheritance, resolve_inheritance
 
 #: Reference ortho-image (panchromatic DN) statistics of the demo configuration.
 DEFAULT_IMAGE_MEAN = 1132.664

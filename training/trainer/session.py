@@ -78,9 +78,9 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     ``image_normalization`` is the model's (see ``normalize_image``): the datasets normalise orthos
     exactly as inference will.
     """
-    from implicity.training.data import PatchDataset
-    from implicity.training.data.degrade import family_from_mapping
-    from implicity.training.data.photometric import PhotometricAugmentation
+    from ..data import PatchDataset
+    from ..data.degrade import family_from_mapping
+    from ..data.photometric import PhotometricAugmentation
 
     d = config.data
     if not d.root:
