@@ -35,3 +35,27 @@ class LocalDecoder(nn.Module):
         for fc_c, block in zip(self.fc_c, self.blocks):
             net = block(net + fc_c(c))
         return self.fc_out(F.relu(net))
+
+    def columns(self, xy: torch.Tensor, c: torch.Tensor) -> "DecoderColumns":
+        """The part of :meth:`forward` that does not depend on the query's height, for P columns:
+        xy (P, 2) and their sampled features c (P, feature_dim)."""
+        w = self.fc_p.weight.to(c.dtype)
+        base = xy.to(c.dtype) @ w[:, :2].T + self.fc_p.bias.to(c.dtype)
+        per_block = torch.stack([fc_c(c) for fc_c in self.fc_c])  # (n_blocks, P, hidden)
+        return DecoderColumns(self, base, w[:, 2], per_block)
+
+
+class DecoderColumns:
+    """A decoder bound to P pixel columns: a query is (column, height) and costs only the residual
+    blocks. Why: the DSM search asks ~5–30 heights per pixel, and the feature sampling and the
+    feature projections (``fc_c``), 40 % of the decoder's work, are the same for all of them."""
+
+    def __init__(self, decoder: LocalDecoder, base: torch.Tensor, w_z: torch.Tensor, per_block: torch.Tensor):
+        self.decoder, self.base, self.w_z, self.per_block = decoder, base, w_z, per_block
+
+    def __call__(self, columns: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """columns (Q,) indices, z (Q, K) heights as the decoder sees them → (Q, K, n_classes)."""
+        net = self.base[columns][:, None, :] + z.to(self.base.dtype)[..., None] * self.w_z
+        for i, block in enumerate(self.decoder.blocks):
+            net = block(net + self.per_block[i][columns][:, None, :])
+        return self.decoder.fc_out(F.relu(net))

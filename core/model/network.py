@@ -121,8 +121,34 @@ class ImpliCityNet(nn.Module):
         out = self.decoder(query, c)
         return out.squeeze(-1) if self.config.n_classes == 1 else out
 
+    def decode_columns(self, xy: torch.Tensor, features: EncodedPatch) -> "ColumnDecoder":
+        """A decoder for many heights over the same P pixels: xy (P, 2) normalised, one patch.
+
+        Equal to :meth:`decode` (up to float rounding) on queries (xy[i], z): the features, the
+        prior and everything else that does not depend on z are computed once per pixel."""
+        xy = xy[None]
+        c = sample_plane(features.plane, xy)
+        if features.image is not None:
+            c = c + sample_plane(features.image, xy)
+        prior = None if features.prior is None else sample_plane(features.prior, xy)[0, :, 0]
+        return ColumnDecoder(self.decoder.columns(xy[0], c[0]), prior,
+                             self.config.z_std / self.config.prior_z_scale, self.config.n_classes)
+
     def forward(self, query: torch.Tensor, points: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(query, self.encode(points, images))
+
+
+class ColumnDecoder:
+    """``(columns (Q,), z (Q, K) normalised) -> logits (Q, K)`` (or (Q, K, 3) for 3 classes)."""
+
+    def __init__(self, columns, prior: torch.Tensor | None, prior_scale: float, n_classes: int):
+        self.columns, self.prior, self.prior_scale, self.n_classes = columns, prior, prior_scale, n_classes
+
+    def __call__(self, columns: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.prior is not None:
+            z = (z - self.prior[columns][:, None]) * self.prior_scale
+        out = self.columns(columns, z)
+        return out.squeeze(-1) if self.n_classes == 1 else out
 
 
 def image_count_message(expected: int, got: "int | str") -> str:

@@ -86,9 +86,11 @@ class WindowDecoder:
     """``evaluate(pixels, heights) -> logits`` for the pixel centres of one encoded window."""
 
     def __init__(self, model: Any, features: Any, frame: WindowFrame, xy: np.ndarray,
-                 device: torch.device, runner: BatchRunner, precision: str, xy_is_normalized: bool = False):
+                 device: torch.device, runner: BatchRunner, precision: str, xy_is_normalized: bool = False,
+                 columns: bool = True):
         """``xy``: (P, 2) map coordinates of the pixels, or, with ``xy_is_normalized``, their float32
-        window coordinates in [0, 1] as given (the reference mode passes the paper's own)."""
+        window coordinates in [0, 1] as given (the reference mode passes the paper's own).
+        ``columns=False`` runs the whole decoder on every query, as the paper's generator does."""
         self.model, self.features, self.frame = model, features, frame
         self.device, self.runner, self.precision = device, runner, precision
         if xy_is_normalized:
@@ -99,6 +101,12 @@ class WindowDecoder:
             xyn[:, 1] = (xy[:, 1] - frame.y0) / frame.size
         self.xy = torch.from_numpy(xyn).to(device)
         self.queries = 0
+        # Models that can (ours) bind the decoder to the pixels once: what does not depend on z
+        # (feature sampling, prior, feature projections) is then computed once per pixel.
+        self.columns = None
+        if columns and hasattr(model, "decode_columns"):
+            with precision_context(device, precision):
+                self.columns = model.decode_columns(self.xy, features)
 
     def __call__(self, pixels: np.ndarray, heights: np.ndarray) -> np.ndarray:
         """Logits (P, K) at map heights (P, K) above the given pixels (indices into ``xy``)."""
@@ -111,7 +119,17 @@ class WindowDecoder:
         if q == 0:
             return np.zeros((0, k), np.float32)
         zn = torch.from_numpy(np.ascontiguousarray(zn, dtype=np.float32)).to(self.device)
-        xy = self.xy[torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)]
+        idx = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        if self.columns is not None:
+            self.queries += q * k
+
+            def run_columns(a: int, b: int) -> torch.Tensor:
+                with precision_context(self.device, self.precision):
+                    out = self.columns(idx[a:b], zn[a:b])
+                return occupancy_logit(out.reshape(1, (b - a) * k, -1)).reshape(-1).float()
+
+            return torch.cat(self.runner.map(q, run_columns, unit=k)).reshape(q, k).cpu().numpy()
+        xy = self.xy[idx]
         query = torch.cat([xy[:, None, :].expand(q, k, 2), zn[..., None]], dim=-1).reshape(1, q * k, 3)
         self.queries += q * k
 

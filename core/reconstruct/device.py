@@ -96,14 +96,15 @@ class BatchRunner:
         self.halvings = 0
         self.is_cancelled = is_cancelled
 
-    def map(self, total: int, fn: Callable[[int, int], T]) -> list[T]:
-        """``[fn(start, stop) for consecutive slices covering range(total)]``."""
+    def map(self, total: int, fn: Callable[[int, int], T], unit: int = 1) -> list[T]:
+        """``[fn(start, stop) for consecutive slices covering range(total)]``; an item counts as
+        ``unit`` queries (e.g. a pixel with K heights), so a slice holds ~``batch_size`` queries."""
         out: list[T] = []
         start = 0
         while start < total:
             if self.is_cancelled is not None and self.is_cancelled():
                 raise CancelledError("reconstruction stopped by the user; no output was written")
-            stop = min(total, start + self.batch_size)
+            stop = min(total, start + max(1, self.batch_size // max(1, unit)))
             try:
                 out.append(fn(start, stop))
             except RuntimeError as exc:

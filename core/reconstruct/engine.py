@@ -56,7 +56,8 @@ from .options import (
     ReferenceSearchOptions,
 )
 from .original import lower_median, original_heights, query_xy, strict_crop
-from .search import ABOVE, BELOW, bracket_search, coarse_count
+from .search import ABOVE, BELOW, bracket_search, coarse_count, guided_search
+from .threads import ThreadGovernor
 from .tiling import PointIndex, Window, plan_windows
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,11 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
         return height, clamped
     lo, hi = ev.envelope(options.evidence.margin)
     lo, hi = lo[pixels], hi[pixels]
-    n = coarse_count(lo, hi, fs.coarse_samples, fs.max_coarse_step)
-    res = bracket_search(decoder, pixels, lo, hi, n, fs.final_step, fs.refine_factor, fs.interpolate)
+    if fs.strategy == "guided":
+        res = guided_search(decoder, pixels, lo, hi, ev.points_surface[pixels], fs.final_step, fs.guard)
+    else:
+        n = coarse_count(lo, hi, fs.coarse_samples, fs.max_coarse_step)
+        res = bracket_search(decoder, pixels, lo, hi, n, fs.final_step, fs.refine_factor, fs.interpolate)
     h = res.height
     above, below = res.status == ABOVE, res.status == BELOW
     h[above], h[below] = hi[above], lo[below]
@@ -293,6 +297,7 @@ class WindowContext:
     orthos: OrthoWindows | None
     with_confidence: bool
     is_cancelled: CancelFn | None = None
+    threads: ThreadGovernor | None = None  # CPU: re-sized to the free cores before each window
 
 
 def blend_windows(windows: Iterable[Window], index: PointIndex, ctx: WindowContext, acc: BlendAccumulator,
@@ -309,6 +314,8 @@ def blend_windows(windows: Iterable[Window], index: PointIndex, ctx: WindowConte
     for win in windows:
         if ctx.is_cancelled is not None and ctx.is_cancelled():
             raise CancelledError("reconstruction stopped by the user; no output was written")
+        if ctx.threads is not None:
+            ctx.threads.update()
         if _blend_window(win, index, ctx, acc, stats, ctx_margin):
             tiles += 1
         else:
@@ -345,7 +352,7 @@ def _blend_window(win: Window, index: PointIndex, ctx: WindowContext, acc: Blend
     t1 = time.perf_counter()
     xy = query_xy(win) if original else win.pixel_centres(res, xmin, ymax)
     decoder = WindowDecoder(model, features, frame, xy, device, ctx.runner, options.precision,
-                            xy_is_normalized=original)
+                            xy_is_normalized=original, columns=not original)
     if original:
         widened = _adaptive_range(shift, points[:, 2], options.reference_search, options.range_margin) \
             if options.adaptive_range else None
@@ -427,7 +434,11 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
         stack.enter_context(torch.inference_mode())
         ctx = WindowContext(model=model, device=device, runner=runner, grid=grid, options=options,
                             window_size=window_size, z_std=z_std, orthos=orthos,
-                            with_confidence=conf_writer is not None, is_cancelled=is_cancelled)
+                            with_confidence=conf_writer is not None, is_cancelled=is_cancelled,
+                            threads=ThreadGovernor(options.threads, options.reserve_cores)
+                            if device.type == "cpu" else None)
+        if ctx.threads is not None:
+            stack.callback(ctx.threads.restore)
 
         def window_done() -> None:
             nonlocal done

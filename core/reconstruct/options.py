@@ -76,7 +76,15 @@ class EvidenceOptions:
 
 @dataclass(frozen=True)
 class FastSearchOptions:
-    """The fast mode's bracketed search (the bracket is the evidence envelope)."""
+    """The fast mode's bracketed search (the bracket is the evidence envelope).
+
+    ``guided`` (default) starts at ±``guard`` around the points' own surface and takes
+    false-position steps on the logit (``search.guided_search``, ~6 queries per pixel);
+    ``bisection`` scans the whole envelope with ``coarse_samples`` and halves the bracket
+    (``search.bracket_search``, ~12)."""
+
+    strategy: Literal["guided", "bisection"] = "guided"
+    guard: float = 0.5  # guided: the first bracket is the guess ± guard (metres)
 
     coarse_samples: int = 6  # samples spread over the bracket in the first pass
     max_coarse_step: float = 4.0  # ... more if the bracket is tall, so no layer thicker is skipped
@@ -120,6 +128,8 @@ class ReconstructionOptions:
     precision: Precision = "auto"  # auto = fp32 (mixed precision only when asked, CUDA only)
     confidence_delta: float = 0.5  # metres above/below the surface where confidence is probed
     min_points_per_window: int = 1
+    threads: str | int = "auto"  # CPU: auto = the cores other processes leave free (threads.py), all, or N
+    reserve_cores: int = 0  # CPU cores never used (the QGIS plugin keeps one for the desktop)
 
     def stride(self) -> float:
         if self.window_stride is not None:

@@ -149,7 +149,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             orthos=tuple(raster_path(layer) for layer in orthos), confidence_path=conf, extent=extent,
         )
         options = ReconstructionOptions(mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-                                        device=str(device))
+                                        device=str(device), reserve_cores=1)
         result = reconstruct_dsm(inputs, options, progress=progress_callback(feedback, READ_SHARE, 100.0),
                                  is_cancelled=feedback.isCanceled)
         feedback.pushInfo(

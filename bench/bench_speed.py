@@ -1,0 +1,184 @@
+"""Benchmark: the fast mode against the paper's generator (the ``reference`` mode), per scene.
+
+Scenes (128 × 128 m at 0.5 m, the shipped ImpliCity-0 weights unless ``--model``):
+
+* **Nîmes**: the bundled IGN LiDAR HD sample degraded by the stereo simulation of the demo (seed
+  as in ``demo.py``), the 128 m square at the centre of its extent;
+* **synthetic city**: terrain + box buildings, 4 points/m², 0.3 m noise (``bench_reconstruct.py``).
+
+For each: windows, decoder queries and queries per output pixel, seconds (best of ``--repeat``),
+the speed-up, the MedAE (and 95th percentile) between the two DSMs, the decoder's FLOP/s against
+this machine's measured float32 matmul peak, and seconds per km². ``--load`` adds the threads part:
+a fast run idle, then next to one busy competing process (a single-threaded spinner), with the
+engine's default thread policy and with torch's own default, and prints the slow-down factors.
+Prints numbers; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_reconstruct import city_points  # noqa: E402 - a sibling benchmark's scene
+
+from implicity.core.pointcloud import PointCloud  # noqa: E402
+from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm  # noqa: E402
+
+SIDE = 128.0
+RES = 0.5
+
+
+def nimes_scene() -> tuple[PointCloud, tuple[float, float, float, float]]:
+    """The demo's simulated stereo cloud of the bundled Nîmes sample, and a 128 m square extent."""
+    import demo
+    from implicity.core.pointcloud import read_point_cloud
+    from implicity.training.data.simulate import StereoSimulationConfig, simulate_stereo_cloud
+
+    lidar = demo.find_data(demo.NIMES)
+    cloud = read_point_cloud(lidar, crs=demo.NIMES_CRS)
+    sim = simulate_stereo_cloud(cloud, StereoSimulationConfig(gsd=RES), seed=demo.SIMULATION_SEED).cloud
+    xmin, ymin, xmax, ymax = sim.bounds
+    cx, cy = np.floor((xmin + xmax) / 2), np.floor((ymin + ymax) / 2)
+    return sim, (cx - SIDE / 2, cy - SIDE / 2, cx + SIDE / 2, cy + SIDE / 2)
+
+
+def city_scene() -> tuple[PointCloud, tuple[float, float, float, float]]:
+    cloud, _ = city_points(SIDE)
+    x0, y0 = cloud.xyz[:, 0].min(), cloud.xyz[:, 1].min()
+    x0, y0 = np.floor(x0), np.floor(y0)
+    return cloud, (x0, y0, x0 + SIDE, y0 + SIDE)
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1, masked=True).filled(np.nan)
+
+
+def run(cloud, extent, model, mode: str, out: Path, repeat: int, **options):
+    best = None
+    for _ in range(repeat):
+        result = reconstruct_dsm(ReconstructionInputs(points=cloud, model=model, out_path=out, resolution=RES,
+                                                      extent=extent),
+                                 ReconstructionOptions(device="cpu", mode=mode, **options))
+        if best is None or result.seconds < best.seconds:
+            best = result
+    return best
+
+
+def decoder_flops_per_query(model) -> float:
+    """Multiply-adds × 2 of the decoder's linear layers for one query (feature sampling not counted)."""
+    dec = getattr(model, "decoder", None)
+    if dec is None:
+        return float("nan")
+    flops = 0
+    for m in dec.modules():
+        if isinstance(m, torch.nn.Linear):
+            flops += 2 * m.in_features * m.out_features
+    return float(flops)
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _spin(stop) -> None:
+    x = 0
+    while not stop.is_set():
+        x += 1
+
+
+def compare(name: str, cloud, extent, model, repeat: int, peak: float, tmp: Path) -> None:
+    from implicity.core.model import load_model
+
+    net = load_model(model)[0] if isinstance(model, (str, Path)) else model
+    fpq = decoder_flops_per_query(net)
+    ref = run(cloud, extent, model, "reference", tmp / f"{name}_ref.tif", 1)
+    fast = run(cloud, extent, model, "fast", tmp / f"{name}_fast.tif", repeat)
+    a, b = read(fast.dsm_path), read(ref.dsm_path)
+    d = np.abs(a - b)[np.isfinite(a) & np.isfinite(b)]
+    px = fast.width * fast.height
+    km2 = px * RES * RES / 1e6
+    print(f"\n{name}: {len(cloud):,} points in the cloud, {fast.width} x {fast.height} px at {RES} m")
+    print(f"  {'mode':<10}{'windows':>8}{'queries':>12}{'q/pixel':>9}{'encode s':>10}{'search s':>10}"
+          f"{'total s':>9}{'s/km²':>9}{'dec GFLOP/s':>13}")
+    for label, r in (("reference", ref), ("fast", fast)):
+        q = r.stats.get("queries", 0)
+        search = r.stats.get("search_s", float("nan"))
+        gflops = q * fpq / search / 1e9 if search > 0 else float("nan")
+        print(f"  {label:<10}{r.tiles:>8}{q / 1e6:>11.2f}M{q / px:>9.1f}{r.stats.get('encode_s', 0):>10.2f}"
+              f"{search:>10.2f}{r.seconds:>9.2f}{r.seconds / km2:>9.0f}{gflops:>13.2f}")
+    print(f"  speed-up fast vs reference: {ref.seconds / fast.seconds:.1f}x")
+    print(f"  fast vs reference: MedAE {np.median(d):.3f} m, P95 {np.percentile(d, 95):.3f} m, "
+          f"share > 0.25 m {np.mean(d > 0.25):.3f} ({d.size} px)")
+    print(f"  decoder: {fpq / 1e3:.1f} kFLOP per query; machine float32 matmul peak {peak:.1f} GFLOP/s")
+
+
+def load_test(cloud, extent, model, repeat: int, tmp: Path) -> None:
+    """Fast-mode time idle and next to one busy competitor, per thread policy."""
+    from implicity.core.reconstruct.threads import configure_threads
+
+    print("\nThreads under load (fast mode, best of", repeat, "runs each):")
+    print(f"  {'policy':<34}{'idle s':>8}{'busy s':>8}{'ratio':>7}")
+    ctx = mp.get_context("spawn")
+    for policy in ("auto", "all"):
+        configure_threads(policy)
+        idle = run(cloud, extent, model, "fast", tmp / "idle.tif", repeat).seconds
+        stop = ctx.Event()
+        spinner = ctx.Process(target=_spin, args=(stop,), daemon=True)
+        spinner.start()
+        time.sleep(0.5)
+        try:
+            busy = run(cloud, extent, model, "fast", tmp / "busy.tif", repeat).seconds
+        finally:
+            stop.set()
+            spinner.join(5)
+        label = f"{policy} ({torch.get_num_threads()} threads)"
+        print(f"  {label:<34}{idle:>8.2f}{busy:>8.2f}{busy / idle:>7.2f}")
+    configure_threads("auto")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped ImpliCity-0)")
+    p.add_argument("--repeat", type=int, default=2, help="fast-mode runs per measurement (best is kept)")
+    p.add_argument("--scenes", default="nimes,city")
+    p.add_argument("--load", action="store_true", help="also measure the fast mode next to a busy process")
+    args = p.parse_args(argv)
+    from implicity.core.shipped_models import default_model
+
+    model = args.model or default_model(0)
+    print(f"Model: {model}; torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
+    peak = matmul_peak_gflops()
+    scenes = {"nimes": ("Nîmes 128 m (simulated stereo)", nimes_scene), "city": ("synthetic city 128 m", city_scene)}
+    with tempfile.TemporaryDirectory() as tmp:
+        warm_cloud, warm_extent = city_scene()
+        x0, y0 = warm_extent[:2]
+        run(warm_cloud, (x0, y0, x0 + 64, y0 + 64), model, "fast", Path(tmp) / "warm.tif", 1)
+        for key in args.scenes.split(","):
+            label, make = scenes[key]
+            cloud, extent = make()
+            compare(label, cloud, extent, model, args.repeat, peak, Path(tmp))
+        if args.load:
+            cloud, extent = nimes_scene()
+            load_test(cloud, extent, model, args.repeat, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
