@@ -8,7 +8,7 @@ cheap and must never import QGIS or torch: headless users import ``implicity.cor
 __version__ = "0.1.0"
 
 
-def classFactory(iface):  # noqa: N802 - name required by QGIS
+def classFactory(iface):
     """QGIS plugin entry point; imported lazily so headless use never touches QGIS."""
     import os
 

@@ -17,7 +17,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable
 
 from implicity.core.errors import CancelledError, ImplicityError
 
@@ -30,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``implicity`` parser with every module's sub-commands."""
     parser = argparse.ArgumentParser(
         prog="implicity",
         description="ImpliCity: DSMs from photogrammetric point clouds and ortho-images.",
@@ -84,6 +86,7 @@ def _configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; user errors become one line on stderr and exit code 2 (130 when cancelled)."""
     # Idle OpenMP threads sleep instead of spinning at barriers (the engine sizes its threads to the
     # cores other processes leave free, core/reconstruct/threads.py); effective only before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

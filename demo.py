@@ -110,6 +110,7 @@ def write_masks(reference: Path, held_out: Path, elevated: Path) -> None:
 
 
 def run(out_dir: Path, resolution: float = 0.5, device: str = "auto") -> dict[str, Path]:
+    """Write every demo output (inputs, DSMs, evaluation, figure) to ``out_dir``; returns their paths."""
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
     from implicity.core.shipped_models import default_model
     from implicity.training.data.simulate import StereoSimulationConfig, simulate_stereo_cloud
@@ -179,6 +180,7 @@ def run(out_dir: Path, resolution: float = 0.5, device: str = "auto") -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m implicity.demo``: run the demo, print where its outputs are."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda[:N]")

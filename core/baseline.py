@@ -26,7 +26,7 @@ from .vocabulary import (
 )
 
 
-def load_points(points: "PointCloud | str | os.PathLike[str]", points_crs: "str | CRS | None" = None,
+def load_points(points: PointCloud | str | os.PathLike[str], points_crs: str | CRS | None = None,
                 drop_far_heights: bool = True) -> PointCloud:
     """A PointCloud from a path or an existing object (CRS override applied either way).
 
@@ -81,16 +81,16 @@ def _finite(value: object) -> bool:
 
 
 def make_baseline_dsm(
-    points: "PointCloud | str | os.PathLike[str]",
-    out_path: "str | os.PathLike[str]",
+    points: PointCloud | str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
     resolution: float,
-    points_crs: "str | CRS | None" = None,
+    points_crs: str | CRS | None = None,
     statistic: Statistic = DEFAULT_STATISTIC,
     fill: FillMethod = DEFAULT_FILL,
     fill_max_distance: float = DEFAULT_FILL_MAX_DISTANCE,
     outlier_threshold: float | None = None,
     smooth: int = 1,
-    extent: "str | tuple[float, float, float, float] | None" = None,
+    extent: str | tuple[float, float, float, float] | None = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,

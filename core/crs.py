@@ -1,13 +1,18 @@
 """CRS parsing with messages a GIS user can act on."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from .errors import InputError, param
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def parse_crs(value: "str | CRS | None", what: str | None = None) -> CRS | None:
+
+def parse_crs(value: str | CRS | None, what: str | None = None) -> CRS | None:
     """Parse 'EPSG:2154', a WKT or PROJ string; ``None`` stays ``None``.
 
     ``what`` names the value in errors; default: the ``points_crs`` parameter.
@@ -39,7 +44,7 @@ def describe_crs(crs: CRS | None) -> str:
         return crs.to_string()[:60]
 
 
-def check_coordinates_fit_crs(xyz, crs: CRS | None, source: str, parameter: str = "points_crs") -> None:
+def check_coordinates_fit_crs(xyz: np.ndarray, crs: CRS | None, source: str, parameter: str = "points_crs") -> None:
     """Refuse a geographic CRS (degrees) on coordinates that cannot be degrees.
 
     Why: ``points_crs="EPSG:4326"`` on metric coordinates used to give a DSM with metre-sized

@@ -37,7 +37,7 @@ class Metrics:
     max: float
 
     @classmethod
-    def of(cls, residuals: np.ndarray) -> "Metrics":
+    def of(cls, residuals: np.ndarray) -> Metrics:
         r = np.asarray(residuals, dtype=np.float64)
         if r.size == 0:
             nan = float("nan")
@@ -93,13 +93,13 @@ class EvaluationReport:
         )
 
 
-def _read_on(path: "str | os.PathLike[str]", grid: GridSpec, what: str, resampling: str) -> np.ndarray:
+def _read_on(path: str | os.PathLike[str], grid: GridSpec, what: str, resampling: str) -> np.ndarray:
     # A raster in another CRS is reprojected by the warped read: never mixed silently.
     with RasterReader(path, what=what) as reader:
         return reader.read_on_grid(grid, resampling=resampling, bands=[1])[0]
 
 
-def _resampling_for(path: "str | os.PathLike[str]", grid: GridSpec) -> str:
+def _resampling_for(path: str | os.PathLike[str], grid: GridSpec) -> str:
     """Nearest when the grids coincide pixel for pixel (no smoothing), bilinear otherwise."""
     other = grid_of(path)
     same = (other.crs == grid.crs and abs(other.resolution - grid.resolution) < 1e-9
@@ -109,13 +109,13 @@ def _resampling_for(path: "str | os.PathLike[str]", grid: GridSpec) -> str:
 
 
 def evaluate_dsm(
-    dsm_path: "str | os.PathLike[str]",
-    reference_path: "str | os.PathLike[str]",
-    building_mask: "str | os.PathLike[str] | None" = None,
-    extra_masks: "dict[str, str | os.PathLike[str]] | None" = None,
-    residual_out: "str | os.PathLike[str] | None" = None,
-    json_out: "str | os.PathLike[str] | None" = None,
-    html_out: "str | os.PathLike[str] | None" = None,
+    dsm_path: str | os.PathLike[str],
+    reference_path: str | os.PathLike[str],
+    building_mask: str | os.PathLike[str] | None = None,
+    extra_masks: dict[str, str | os.PathLike[str]] | None = None,
+    residual_out: str | os.PathLike[str] | None = None,
+    json_out: str | os.PathLike[str] | None = None,
+    html_out: str | os.PathLike[str] | None = None,
     building_dilation_px: int = 2,
 ) -> EvaluationReport:
     """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML."""

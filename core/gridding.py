@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +27,9 @@ from .vocabulary import (
     Statistic,
     choice_list,
 )
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
 
 
 def cell_index(xyz: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +198,7 @@ def fill_halo(fill_px: float) -> int:
 
 
 def rasterize_to_file(
-    xyz: np.ndarray, grid: GridSpec, out_path: "str | os.PathLike[str]", options: GriddingOptions,
+    xyz: np.ndarray, grid: GridSpec, out_path: str | os.PathLike[str], options: GriddingOptions,
     progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None,
     band_hook: Callable[[GridSpec, np.ndarray], None] | None = None,
 ) -> None:
@@ -239,7 +242,7 @@ def rasterize_to_file(
                 progress((b + 1) / n_bands, f"gridded rows {r1}/{grid.height}")
 
 
-def parse_extent(text: "str | tuple[float, float, float, float] | None") -> tuple[float, float, float, float] | None:
+def parse_extent(text: str | tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
     """'xmin,ymin,xmax,ymax' → tuple, validated."""
     if text is None or text == "":
         return None
@@ -294,7 +297,8 @@ def check_resolution(resolution: float) -> float:
     return value
 
 
-def grid_for_points(xyz: np.ndarray, crs, resolution: float, extent=None, source: str = "point cloud",
+def grid_for_points(xyz: np.ndarray, crs: CRS | None, resolution: float,
+                    extent: str | tuple[float, float, float, float] | None = None, source: str = "point cloud",
                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> GridSpec:
     """Output grid: the user's extent or the extent of the body of the points, snapped to the
     resolution, and no larger than ``max_pixels``.

@@ -35,7 +35,7 @@ def rasterize_colors(cloud: PointCloud, grid: GridSpec, fill_max_distance_px: fl
     return np.stack([fill_nearest(b, fill_max_distance_px) for b in bands])
 
 
-def write_ortho_from_points(cloud: PointCloud, grid: GridSpec, out_path: "str | os.PathLike[str]") -> None:
+def write_ortho_from_points(cloud: PointCloud, grid: GridSpec, out_path: str | os.PathLike[str]) -> None:
     """Write the rasterised colours as an 8-bit RGB GeoTIFF (0 = nodata)."""
     rgb = rasterize_colors(cloud, grid)
     data = np.where(np.isfinite(rgb), np.clip(np.round(rgb), 1, 255), 0).astype(np.uint8)

@@ -14,8 +14,8 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import InputError, param
 
@@ -34,8 +34,8 @@ _LEGACY_OPTIONS = {"--out": "out_path", "--confidence-out": "confidence_path"}
 
 
 def check_output_path(
-    out_path: "str | os.PathLike[str]",
-    inputs: Iterable["str | os.PathLike[str] | None"] = (),
+    out_path: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
     parameter: str = "out_path",
     suffixes: tuple[str, ...] = (),
     *,
@@ -96,7 +96,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_parts(folder: "str | os.PathLike[str]") -> list[Path]:
+def clean_stale_parts(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the hidden ``.part`` files that killed runs (SIGKILL, power loss) left in ``folder``.
 
     Safe by construction: a file is removed only when its name says it was written on this host by
@@ -154,7 +154,7 @@ def temporary_sibling(path: Path, suffix: str | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: "str | os.PathLike[str]", suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path; rename it onto ``path`` only if the block finishes without error."""
     target = Path(path)
     tmp = temporary_sibling(target, suffix)
@@ -165,7 +165,7 @@ def atomic_path(path: "str | os.PathLike[str]", suffix: str | None = None) -> It
         remove_quietly(tmp)
 
 
-def remove_quietly(*paths: "str | os.PathLike[str] | None") -> None:
+def remove_quietly(*paths: str | os.PathLike[str] | None) -> None:
     """Delete leftovers (temporary files, GDAL side-cars) without raising."""
     for p in paths:
         if p is None:
@@ -175,7 +175,7 @@ def remove_quietly(*paths: "str | os.PathLike[str] | None") -> None:
                 candidate.unlink()
 
 
-def write_text_atomic(path: "str | os.PathLike[str]", text: str) -> Path:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write a small text file (JSON, HTML) atomically."""
     target = Path(path)
     with atomic_path(target) as tmp:

@@ -46,7 +46,7 @@ class PointCloud:
         mx = self.xyz[:, :2].max(axis=0)
         return float(mn[0]), float(mn[1]), float(mx[0]), float(mx[1])
 
-    def subset(self, mask: np.ndarray) -> "PointCloud":
+    def subset(self, mask: np.ndarray) -> PointCloud:
         """The points selected by a boolean mask or index array, attributes kept."""
         return replace(
             self,
@@ -77,7 +77,7 @@ def drop_non_finite(cloud: PointCloud) -> PointCloud:
     return cloud.subset(finite)
 
 
-def read_point_cloud(path: "str | os.PathLike[str]", crs: "str | CRS | None" = None) -> PointCloud:
+def read_point_cloud(path: str | os.PathLike[str], crs: str | CRS | None = None) -> PointCloud:
     """Read LAS/LAZ/PLY/NPZ (and EPT, see :mod:`.pointsources`); ``crs`` supplies (or overrides) the CRS."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -233,7 +233,7 @@ def reproject_point_cloud(cloud: PointCloud, dst_crs: CRS) -> PointCloud:
     return replace(cloud, xyz=xyz, crs=dst_crs)
 
 
-def write_point_cloud_npz(path: "str | os.PathLike[str]", cloud: PointCloud) -> None:
+def write_point_cloud_npz(path: str | os.PathLike[str], cloud: PointCloud) -> None:
     """Store a cloud as NPZ (used by tests and simulations); written atomically."""
     from .outputs import atomic_path
 

@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -28,7 +29,10 @@ from .errors import CancelledError, InputError
 from .pointcloud import SUPPORTED_SUFFIXES, PointCloud, read_point_cloud
 from .progress import CancelFn, ProgressFn, check_cancelled
 
-Bounds2D = "tuple[float, float, float, float]"
+#: (xmin, ymin, xmax, ymax) in the cloud's CRS; ``None`` = everything.
+Bounds2D = tuple[float, float, float, float]
+#: An octree cube: (xmin, ymin, zmin, xmax, ymax, zmax).
+Cube = Sequence[float]
 
 CHUNK_POINTS = 1_000_000  # LAS/LAZ points decoded per chunk (~30-60 MB of records)
 EPT_DATA_SUFFIX = {"laszip": ".laz", "binary": ".bin", "zstandard": ".zst"}
@@ -42,7 +46,7 @@ class PointSourceInfo:
     path: str
     format: str  # one of FORMATS
     crs: CRS | None
-    bounds: "tuple[float, float, float, float] | None"  # xmin, ymin, xmax, ymax
+    bounds: tuple[float, float, float, float] | None  # xmin, ymin, xmax, ymax
     count: int | None
 
 
@@ -52,7 +56,7 @@ def _is_remote(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def ept_json_path(path: "str | os.PathLike[str]") -> Path | None:
+def ept_json_path(path: str | os.PathLike[str]) -> Path | None:
     """The ``ept.json`` of an EPT dataset given as its file or its folder; None if not EPT."""
     p = Path(path)
     if p.is_dir() and (p / "ept.json").is_file():
@@ -72,7 +76,7 @@ def _has_copc_vlr(path: Path) -> bool:
     return len(head) >= 395 and head[:4] == b"LASF" and head[377:381] == b"copc"
 
 
-def source_format(path: "str | os.PathLike[str]") -> str:
+def source_format(path: str | os.PathLike[str]) -> str:
     """Which reader a path needs (``las``, ``laz``, ``copc``, ``ept``, ``ply``, ``npz``)."""
     text = str(path)
     if _is_remote(text):
@@ -102,7 +106,7 @@ def source_format(path: "str | os.PathLike[str]") -> str:
 
 # -- header probing ----------------------------------------------------------------------------------
 
-def _las_crs(header) -> CRS | None:
+def _las_crs(header: Any) -> CRS | None:
     try:
         crs_obj = header.parse_crs()
         return CRS.from_wkt(crs_obj.to_wkt()) if crs_obj is not None else None
@@ -133,7 +137,7 @@ def _read_ept_json(path: Path) -> dict:
     return meta
 
 
-def probe_point_cloud(path: "str | os.PathLike[str]") -> PointSourceInfo:
+def probe_point_cloud(path: str | os.PathLike[str]) -> PointSourceInfo:
     """Format, CRS, xy bounds and point count from the header (PLY/NPZ are read, they have none)."""
     fmt = source_format(path)
     p = Path(str(path)[len("file://"):] if str(path).startswith("file://") else path).expanduser()
@@ -164,7 +168,7 @@ def _check(is_cancelled: CancelFn | None, what: Path) -> None:
     check_cancelled(is_cancelled, f"reading {what.name}")
 
 
-def _inside(x: np.ndarray, y: np.ndarray, bounds) -> np.ndarray:
+def _inside(x: np.ndarray, y: np.ndarray, bounds: Bounds2D | None) -> np.ndarray:
     xmin, ymin, xmax, ymax = bounds
     return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
 
@@ -172,13 +176,14 @@ def _inside(x: np.ndarray, y: np.ndarray, bounds) -> np.ndarray:
 class _Collector:
     """Accumulates xyz, classification and RGB of point records (laspy) that pass a bounds filter."""
 
-    def __init__(self, bounds):
+    def __init__(self, bounds: Bounds2D | None) -> None:
         self.bounds = bounds
         self.parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
         self.has_cls: bool | None = None
         self.has_rgb: bool | None = None
 
-    def add(self, record, x=None, y=None, z=None) -> None:
+    def add(self, record: Any, x: np.ndarray | None = None, y: np.ndarray | None = None,
+            z: np.ndarray | None = None) -> None:
         """``record``: a laspy point record; x/y/z override its scaled coordinates (EPT binary)."""
         x = np.asarray(record.x if x is None else x, dtype=np.float64)
         y = np.asarray(record.y if y is None else y, dtype=np.float64)
@@ -203,7 +208,7 @@ class _Collector:
         return PointCloud(xyz=xyz, crs=crs, classification=cls, rgb=rgb, source=source)
 
 
-def _las_chunks(path: Path, bounds, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
+def _las_chunks(path: Path, bounds: Bounds2D | None, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
     """LAS/LAZ (and COPC read as plain LAZ) in chunks of CHUNK_POINTS, keeping points in ``bounds``."""
     import laspy
 
@@ -224,7 +229,7 @@ def _las_chunks(path: Path, bounds, progress: ProgressFn, is_cancelled: CancelFn
         return collector.cloud(_las_crs(header), str(path))
 
 
-def _copc(path: Path, bounds, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
+def _copc(path: Path, bounds: Bounds2D | None, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
     """COPC: only the octree nodes that intersect ``bounds`` are fetched and decompressed."""
     if bounds is None:
         return _las_chunks(path, None, progress, is_cancelled)
@@ -262,7 +267,7 @@ def _ept_hierarchy(root: Path, meta_path: Path) -> dict[str, int]:
     return counts
 
 
-def _node_bounds(cube, key: str) -> tuple[float, float, float, float]:
+def _node_bounds(cube: Cube, key: str) -> tuple[float, float, float, float]:
     d, x, y, _ = (int(v) for v in key.split("-"))
     size = (cube[3] - cube[0]) / (1 << d)
     return cube[0] + x * size, cube[1] + y * size, cube[0] + (x + 1) * size, cube[1] + (y + 1) * size
@@ -276,7 +281,7 @@ _EPT_TYPES = {("signed", 1): "i1", ("signed", 2): "i2", ("signed", 4): "i4", ("s
 class _BinaryRecord:
     """An EPT ``binary`` node as a record with x/y/z scaled and lower-case attribute names."""
 
-    def __init__(self, data: np.ndarray, schema: list[dict]):
+    def __init__(self, data: np.ndarray, schema: list[dict]) -> None:
         self.data = data
         self.dtype = np.dtype([(d["name"].lower(), data.dtype[d["name"]]) for d in schema])
         self.scaled = {}
@@ -288,7 +293,7 @@ class _BinaryRecord:
         return self.data[{n.lower(): n for n in self.data.dtype.names}[name]]
 
 
-def _ept(meta_path: Path, bounds, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
+def _ept(meta_path: Path, bounds: Bounds2D | None, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
     """EPT: the nodes whose cube intersects ``bounds`` (all nodes when None), LAZ or binary."""
     import laspy
 
@@ -329,8 +334,8 @@ def _ept(meta_path: Path, bounds, progress: ProgressFn, is_cancelled: CancelFn |
     return collector.cloud(_ept_crs(meta, meta_path), str(meta_path))
 
 
-def read_points(path: "str | os.PathLike[str]", crs: "str | CRS | None" = None,
-                bounds: "tuple[float, float, float, float] | None" = None,
+def read_points(path: str | os.PathLike[str], crs: str | CRS | None = None,
+                bounds: tuple[float, float, float, float] | None = None,
                 progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> PointCloud:
     """Read any supported point source; ``bounds`` (xmin, ymin, xmax, ymax, in the source's CRS)
     keeps only the points inside, reading no more of the file than needed; ``crs`` overrides the
@@ -370,7 +375,7 @@ def read_points(path: "str | os.PathLike[str]", crs: "str | CRS | None" = None,
     return cloud
 
 
-def expand_bounds(bounds: "tuple[float, float, float, float] | None", margin: float):
+def expand_bounds(bounds: Bounds2D | None, margin: float) -> Bounds2D | None:
     """``bounds`` grown by ``margin`` on every side (None stays None)."""
     if bounds is None:
         return None
@@ -390,7 +395,7 @@ def map_units_per_metre(crs: CRS | None) -> float:
 
 # -- writing EPT -------------------------------------------------------------------------------------
 
-def _octree(xyz: np.ndarray, cube, capacity: int, max_depth: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
+def _octree(xyz: np.ndarray, cube: Cube, capacity: int, max_depth: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """(node key, point indices): each node keeps a random ``capacity`` of its points, the rest go
     to its eight children (what Entwine does, coarsely), down to ``max_depth``."""
     rng = np.random.default_rng(seed)
@@ -411,7 +416,7 @@ def _octree(xyz: np.ndarray, cube, capacity: int, max_depth: int, seed: int) -> 
                 stack.append(((d + 1, 2 * x + (o & 1), 2 * y + ((o >> 1) & 1), 2 * z + ((o >> 2) & 1)), sel))
 
 
-def write_ept(src: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str]", crs: "str | CRS | None" = None,
+def write_ept(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], crs: str | CRS | None = None,
               node_capacity: int = 100_000, max_depth: int = 6, seed: int = 0) -> Path:
     """Write the LAS/LAZ ``src`` as an EPT dataset (LAZ nodes, point format 3 or 1) in ``out_dir``.
 

@@ -46,7 +46,7 @@ class GridSpec:
     def from_bounds(
         cls, xmin: float, ymin: float, xmax: float, ymax: float, resolution: float,
         crs: CRS | None, snap: bool = True,
-    ) -> "GridSpec":
+    ) -> GridSpec:
         """Grid covering the bounds; with ``snap`` its corners lie on multiples of the resolution
         so that products made from the same data at the same resolution line up pixel for pixel."""
         if not resolution or resolution <= 0 or not math.isfinite(resolution):
@@ -71,7 +71,7 @@ class GridSpec:
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
 
-    def window(self, row_off: int, col_off: int, height: int, width: int) -> "GridSpec":
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> GridSpec:
         """The sub-grid starting at (row_off, col_off); may extend past this grid."""
         x0 = self.transform.c + col_off * self.resolution
         y0 = self.transform.f - row_off * self.resolution
@@ -92,7 +92,7 @@ class GridSpec:
         return rows, cols
 
 
-def open_raster(path: "str | os.PathLike[str]", what: str = "raster"):
+def open_raster(path: str | os.PathLike[str], what: str = "raster") -> rasterio.io.DatasetReader:
     """Open a raster with a clear error for missing or unreadable files."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -114,13 +114,13 @@ def _first_line(exc: BaseException) -> str:
     return text
 
 
-def unreadable(path: "str | os.PathLike[str]", what: str, exc: BaseException) -> InputError:
+def unreadable(path: str | os.PathLike[str], what: str, exc: BaseException) -> InputError:
     """The error for a raster that opens but whose pixels cannot be read (truncated, corrupt)."""
     return InputError(f"{what} {path}: cannot read its pixels ({_first_line(exc)}); the file is truncated or "
                       "corrupt. Export or download it again.")
 
 
-def write_failed(path: "str | os.PathLike[str]", exc: BaseException) -> InputError:
+def write_failed(path: str | os.PathLike[str], exc: BaseException) -> InputError:
     """The error for a failed raster write; says so when the disk is full."""
     folder = Path(path).parent if str(Path(path).parent) else Path(".")
     try:
@@ -137,7 +137,7 @@ def write_failed(path: "str | os.PathLike[str]", exc: BaseException) -> InputErr
                       "and the free disk space.")
 
 
-def grid_of(path: "str | os.PathLike[str]", what: str = "raster") -> GridSpec:
+def grid_of(path: str | os.PathLike[str], what: str = "raster") -> GridSpec:
     """The grid of an existing raster (must be north-up)."""
     with open_raster(path, what) as src:
         t = src.transform
@@ -152,7 +152,7 @@ def grid_of(path: "str | os.PathLike[str]", what: str = "raster") -> GridSpec:
 class RasterReader:
     """An open raster that reads windows onto arbitrary grids (kept open across many tiles)."""
 
-    def __init__(self, path: "str | os.PathLike[str]", crs: "str | CRS | None" = None, what: str = "raster"):
+    def __init__(self, path: str | os.PathLike[str], crs: str | CRS | None = None, what: str = "raster") -> None:
         self.path = Path(path)
         self.what = what
         self._src = open_raster(path, what)
@@ -168,7 +168,7 @@ class RasterReader:
     def close(self) -> None:
         self._src.close()
 
-    def __enter__(self) -> "RasterReader":
+    def __enter__(self) -> RasterReader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -223,8 +223,8 @@ class RasterReader:
         return any(MaskFlags.all_valid not in flags for flags in self._src.mask_flag_enums)
 
 
-def read_raster_on_grid(path: "str | os.PathLike[str]", grid: GridSpec, resampling: str = "bilinear",
-                        crs: "str | CRS | None" = None, what: str = "raster") -> np.ndarray:
+def read_raster_on_grid(path: str | os.PathLike[str], grid: GridSpec, resampling: str = "bilinear",
+                        crs: str | CRS | None = None, what: str = "raster") -> np.ndarray:
     """One-shot :meth:`RasterReader.read_on_grid`."""
     with RasterReader(path, crs=crs, what=what) as reader:
         return reader.read_on_grid(grid, resampling)
@@ -279,7 +279,7 @@ def _prepare(array: np.ndarray, nodata: float | int | None, dtype: str) -> np.nd
     return arr.astype(dtype, copy=False)
 
 
-def write_geotiff(path: "str | os.PathLike[str]", array: np.ndarray, grid: GridSpec,
+def write_geotiff(path: str | os.PathLike[str], array: np.ndarray, grid: GridSpec,
                   nodata: float | int | None = DEFAULT_NODATA, dtype: str = "float32",
                   band_names: list[str] | None = None) -> Path:
     """Write (H, W) or (B, H, W) as a COG, atomically; NaN becomes ``nodata`` for float data."""
@@ -292,7 +292,7 @@ def write_geotiff(path: "str | os.PathLike[str]", array: np.ndarray, grid: GridS
     return Path(path)
 
 
-def check_free_space(path: "str | os.PathLike[str]", grid: GridSpec, count: int = 1, dtype: str = "float32") -> None:
+def check_free_space(path: str | os.PathLike[str], grid: GridSpec, count: int = 1, dtype: str = "float32") -> None:
     """Refuse to start a raster that clearly cannot fit on its disk.
 
     The temporary GeoTIFF and the final COG coexist for a moment; DEFLATE rarely shrinks heights
@@ -319,9 +319,9 @@ class GeoTiffStreamWriter:
     temporary files are removed and the target path is left untouched.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", grid: GridSpec, count: int = 1,
+    def __init__(self, path: str | os.PathLike[str], grid: GridSpec, count: int = 1,
                  dtype: str = "float32", nodata: float | int | None = DEFAULT_NODATA,
-                 band_names: list[str] | None = None):
+                 band_names: list[str] | None = None) -> None:
         self.path = Path(path)
         self.grid = grid
         self.count = count
@@ -331,7 +331,7 @@ class GeoTiffStreamWriter:
         self._tmp = temporary_sibling(self.path, ".tif")
         self._dst = None
 
-    def __enter__(self) -> "GeoTiffStreamWriter":
+    def __enter__(self) -> GeoTiffStreamWriter:
         check_free_space(self.path, self.grid, self.count, self.dtype)
         try:
             self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
@@ -364,12 +364,12 @@ class GeoTiffStreamWriter:
             if self._dst is not None and not self._dst.closed:
                 with rasterio.Env():
                     self._dst.close()  # may fail again on a full disk: the temporary file goes anyway
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing a failed dataset may fail again; the file goes anyway
             pass
         finally:
             remove_quietly(self._tmp)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is not None:
             self.abort()
             return
@@ -383,7 +383,7 @@ class GeoTiffStreamWriter:
             remove_quietly(self._tmp)
 
 
-def read_band(path: "str | os.PathLike[str]", what: str = "raster") -> tuple[np.ndarray, GridSpec]:
+def read_band(path: str | os.PathLike[str], what: str = "raster") -> tuple[np.ndarray, GridSpec]:
     """The first band as float32 with NaN for nodata, and its grid."""
     grid = grid_of(path, what)
     with open_raster(path, what) as src:

@@ -51,7 +51,7 @@ def without_noise(cloud: PointCloud) -> PointCloud:
 
 
 def class_mask(xyz: np.ndarray, classification: np.ndarray, grid: GridSpec,
-               classes: "int | tuple[int, ...] | list[int]") -> np.ndarray:
+               classes: int | tuple[int, ...] | list[int]) -> np.ndarray:
     """0/1 uint8 mask of the cells holding a point of ``classes``, closed by one pixel (3 × 3)."""
     mask = count_points(xyz, grid, select=np.isin(classification, classes)) > 0
     return ndimage.binary_closing(mask, structure=np.ones((3, 3), bool)).astype(np.uint8)
@@ -70,13 +70,13 @@ def reference_surface(cloud: PointCloud, grid: GridSpec, fill_max_distance: floa
 
 
 def make_reference_dsm(
-    points: "PointCloud | str | os.PathLike[str]",
-    out_path: "str | os.PathLike[str]",
+    points: PointCloud | str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
     resolution: float,
-    points_crs: "str | CRS | None" = None,
-    building_mask_out: "str | os.PathLike[str] | None" = None,
+    points_crs: str | CRS | None = None,
+    building_mask_out: str | os.PathLike[str] | None = None,
     fill_max_distance: float = DEFAULT_REFERENCE_FILL_MAX_DISTANCE,
-    extent: "str | tuple[float, float, float, float] | None" = None,
+    extent: str | tuple[float, float, float, float] | None = None,
     progress: ProgressFn | None = None,
     is_cancelled: CancelFn | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,

@@ -18,7 +18,7 @@ def shipped_models(models_dir: Path = MODELS_DIR) -> list[Path]:
     return sorted(models_dir.glob("*.pt")) if models_dir.is_dir() else []
 
 
-def default_model(n_images: int, models_dir: Path = MODELS_DIR) -> "Path | None":
+def default_model(n_images: int, models_dir: Path = MODELS_DIR) -> Path | None:
     """The shipped model for ``n_images`` ortho-images: the full one if shipped, else a variant (lite)."""
     kind = VARIANT_KINDS.get(n_images)
     if kind is None:

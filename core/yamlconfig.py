@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 import yaml
 
@@ -22,7 +23,7 @@ from .errors import InputError
 Prepare = Callable[[dict[str, Any], Path], None]
 
 
-def read_yaml_mapping(path: "str | os.PathLike[str]", what: str = "config") -> dict[str, Any]:
+def read_yaml_mapping(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
     """The top-level mapping of a YAML file (empty file = empty mapping)."""
     file = Path(path)
     if not file.is_file():
@@ -72,7 +73,7 @@ def resolve_inheritance(data: Mapping[str, Any], folder: Path, what: str = "conf
     return deep_merge(merged, data)
 
 
-def read_with_inheritance(path: "str | os.PathLike[str]", what: str = "config", prepare: Prepare | None = None,
+def read_with_inheritance(path: str | os.PathLike[str], what: str = "config", prepare: Prepare | None = None,
                           search_dirs: Iterable[Path] = (), _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping of ``path`` with everything it inherits merged in."""
     file = Path(path).expanduser().resolve()

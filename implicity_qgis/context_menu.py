@@ -26,7 +26,7 @@ class MenuEntry:
 
     label: str
     algorithm: str
-    layer_type: "QgsMapLayerType"
+    layer_type: QgsMapLayerType
 
 
 ENTRIES: tuple[MenuEntry, ...] = (
@@ -37,7 +37,7 @@ ENTRIES: tuple[MenuEntry, ...] = (
 )
 
 
-def reference_candidate(dsm: QgsRasterLayer, project: "QgsProject | None" = None) -> "QgsRasterLayer | None":
+def reference_candidate(dsm: QgsRasterLayer, project: QgsProject | None = None) -> QgsRasterLayer | None:
     """Another raster of the project (not on the DSM's file) whose name says it is a reference."""
     project = project or QgsProject.instance()
     for layer in project.mapLayers().values():
@@ -72,7 +72,7 @@ def open_dialog(algorithm: str, parameters: dict) -> None:
 class LayerContextMenu:
     """Registers the entries with ``iface`` and removes them on unload."""
 
-    def __init__(self, iface, before_open: "Callable[[str], object] | None" = None):
+    def __init__(self, iface, before_open: Callable[[str], object] | None = None):
         self.iface = iface
         # Called with the algorithm name before its dialog opens (the plugin offers to install
         # missing packages there); the dialog opens either way and repeats any problem itself.
@@ -93,7 +93,7 @@ class LayerContextMenu:
             self.iface.removeCustomActionForLayerType(action)
         self.actions.clear()
 
-    def trigger(self, algorithm: str, layer: "QgsMapLayer | None" = None) -> dict:
+    def trigger(self, algorithm: str, layer: QgsMapLayer | None = None) -> dict:
         """Open ``algorithm`` for ``layer`` (default: the layer right-clicked = the active layer)."""
         layer = layer if layer is not None else self.iface.activeLayer()
         if self.before_open is not None:

@@ -13,9 +13,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 DEPS_FOLDER_NAME = "implicity_deps"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -45,12 +46,12 @@ GEODATA: tuple[Requirement, ...] = (
 NETWORK: tuple[Requirement, ...] = (Requirement("torch", "torch>=2.1", "the ImpliCity network (PyTorch)"),)
 
 
-def default_deps_dir(profile_dir: "str | os.PathLike[str]") -> Path:
+def default_deps_dir(profile_dir: str | os.PathLike[str]) -> Path:
     """``<QGIS profile>/python/implicity_deps``: private to this plugin and this profile."""
     return Path(profile_dir) / "python" / DEPS_FOLDER_NAME
 
 
-def activate(deps_dir: "str | os.PathLike[str]") -> bool:
+def activate(deps_dir: str | os.PathLike[str]) -> bool:
     """Put ``deps_dir`` on ``sys.path`` (after the system's packages) if it exists; True if added."""
     path = str(Path(deps_dir))
     if not Path(path).is_dir() or path in sys.path:
@@ -73,7 +74,7 @@ def missing(requirements: Iterable[Requirement]) -> list[Requirement]:
     return out
 
 
-def describe_missing(reqs: Sequence[Requirement], deps_dir: "str | os.PathLike[str] | None" = None) -> str:
+def describe_missing(reqs: Sequence[Requirement], deps_dir: str | os.PathLike[str] | None = None) -> str:
     """One message naming what is missing, why it is needed and the two ways to install it."""
     names = ", ".join(f"{r.module} ({r.why})" for r in reqs)
     where = f" into {deps_dir}" if deps_dir else ""
@@ -100,7 +101,7 @@ def python_executable() -> str:
     return f"python{sys.version_info.major}"
 
 
-def pip_command(reqs: Sequence[Requirement], target: "Path | None", display: bool = False) -> list[str]:
+def pip_command(reqs: Sequence[Requirement], target: Path | None, display: bool = False) -> list[str]:
     """The pip command installing ``reqs`` into ``target`` (torch from PyTorch's CPU index)."""
     cmd = [python_executable() if not display else "python3", "-m", "pip", "install", "--upgrade",
            "--disable-pip-version-check", "--no-input"]
@@ -125,11 +126,11 @@ class InstallResult:
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 
-def _run_pip(cmd: list[str]) -> "subprocess.CompletedProcess[str]":
+def _run_pip(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
 
 
-def install(reqs: Sequence[Requirement], deps_dir: "str | os.PathLike[str]", runner: Runner = _run_pip) -> InstallResult:
+def install(reqs: Sequence[Requirement], deps_dir: str | os.PathLike[str], runner: Runner = _run_pip) -> InstallResult:
     """pip-install ``reqs`` into ``deps_dir``, activate it and report what is still missing."""
     target = Path(deps_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -152,9 +153,9 @@ class MissingDependencies(Exception):
 
 #: Set by the plugin when a GUI is running: called with the missing requirements, returns True if
 #: they were installed (the user accepted the offer). Headless (qgis_process, tests) it stays None.
-gui_prompt: "Callable[[list[Requirement]], bool] | None" = None
+gui_prompt: Callable[[list[Requirement]], bool] | None = None
 #: Where :func:`require` says packages would be installed; the plugin sets it from the profile.
-deps_dir: "Path | None" = None
+deps_dir: Path | None = None
 
 
 def require(reqs: Iterable[Requirement], offer_install: bool = False) -> None:

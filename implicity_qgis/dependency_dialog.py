@@ -11,7 +11,7 @@ from qgis.PyQt.QtWidgets import QApplication, QMessageBox, QProgressDialog, QWid
 from . import dependencies as deps
 
 
-def _run_pip_with_events(cmd: list[str]) -> "subprocess.CompletedProcess[str]":
+def _run_pip_with_events(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     """Run pip while keeping the GUI painted (a busy progress dialog), collecting its output."""
     dialog = QProgressDialog("Installing Python packages with pip…\nThis can take a few minutes.", None, 0, 0)
     dialog.setWindowTitle("ImpliCity")
@@ -28,7 +28,7 @@ def _run_pip_with_events(cmd: list[str]) -> "subprocess.CompletedProcess[str]":
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
 
-def offer_install(missing: list[deps.Requirement], deps_dir: Path, parent: "QWidget | None" = None) -> bool:
+def offer_install(missing: list[deps.Requirement], deps_dir: Path, parent: QWidget | None = None) -> bool:
     """Ask whether to pip-install ``missing`` into ``deps_dir``; install if yes. True when all present."""
     app = QApplication.instance()
     if app is None or QThread.currentThread() != app.thread():
@@ -57,7 +57,7 @@ def offer_install(missing: list[deps.Requirement], deps_dir: Path, parent: "QWid
     return False
 
 
-def check_and_offer(deps_dir: Path, parent: "QWidget | None" = None) -> bool:
+def check_and_offer(deps_dir: Path, parent: QWidget | None = None) -> bool:
     """Menu action: report that everything is present, or offer to install what is not."""
     absent = deps.missing(deps.GEODATA + deps.NETWORK)
     if not absent:

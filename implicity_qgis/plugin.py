@@ -25,14 +25,14 @@ class ImpliCityPlugin:
         self.iface = iface
         # Held here: QGIS's registry does not keep the Python object alive, and a collected provider
         # vanishes from the toolbox.
-        self.provider: "ImpliCityProvider | None" = None
-        self.context_menu: "LayerContextMenu | None" = None
-        self.deps_action: "QAction | None" = None
+        self.provider: ImpliCityProvider | None = None
+        self.context_menu: LayerContextMenu | None = None
+        self.deps_action: QAction | None = None
         self.deps_dir: Path = deps.default_deps_dir(QgsApplication.qgisSettingsDirPath())
         deps.deps_dir = self.deps_dir
         deps.activate(self.deps_dir)  # packages installed by an earlier session
 
-    def initProcessing(self) -> None:  # noqa: N802 - called by QGIS, also from qgis_process
+    def initProcessing(self) -> None:
         if self.provider is not None:
             return
         registry = QgsApplication.processingRegistry()
@@ -46,7 +46,7 @@ class ImpliCityPlugin:
             f"ImpliCity: a Processing provider with id '{PROVIDER_ID}' is already registered; "
             "keeping it. Restart QGIS if the ImpliCity algorithms look outdated.", "ImpliCity", Qgis.Warning)
 
-    def initGui(self) -> None:  # noqa: N802
+    def initGui(self) -> None:
         self.initProcessing()
         self.context_menu = LayerContextMenu(self.iface, before_open=self.offer_missing_for)
         self.context_menu.register()
@@ -70,7 +70,7 @@ class ImpliCityPlugin:
 
     # -- dependencies -----------------------------------------------------------------------------
 
-    def _prompt(self, missing: "list[deps.Requirement]") -> bool:
+    def _prompt(self, missing: list[deps.Requirement]) -> bool:
         from .dependency_dialog import offer_install
 
         return offer_install(missing, self.deps_dir, self.iface.mainWindow())

@@ -19,18 +19,18 @@ class ImpliCityProvider(QgsProcessingProvider):
     def name(self) -> str:
         return "ImpliCity"
 
-    def longName(self) -> str:  # noqa: N802
+    def longName(self) -> str:
         return "ImpliCity DSM reconstruction"
 
     def icon(self) -> QIcon:
         return plugin_icon()
 
-    def loadAlgorithms(self) -> None:  # noqa: N802
+    def loadAlgorithms(self) -> None:
         for cls in ALGORITHM_CLASSES:
             self.addAlgorithm(cls())
 
-    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:
         return ["tif"]  # core writes Cloud-Optimized GeoTIFFs only
 
-    def defaultRasterFileExtension(self) -> str:  # noqa: N802
+    def defaultRasterFileExtension(self) -> str:
         return "tif"

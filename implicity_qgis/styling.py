@@ -12,7 +12,7 @@ the layer's name (input and model), so runs stay distinguishable in the layer tr
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 from qgis.core import (
     QgsBasicNumericFormat,
@@ -83,7 +83,7 @@ def band_range(layer: QgsRasterLayer) -> tuple[float, float]:
     return float(stats.minimumValue), float(stats.maximumValue)
 
 
-def style_dsm(layer: QgsRasterLayer, project: "QgsProject | None" = None) -> "QgsRasterLayer | None":
+def style_dsm(layer: QgsRasterLayer, project: QgsProject | None = None) -> QgsRasterLayer | None:
     """Colour-ramp the DSM and add a multiply-blended hillshade of it just above (returned)."""
     vmin, vmax = band_range(layer)
     layer.setRenderer(_pseudocolor(layer, DSM_COLOURS, vmin, vmax))
@@ -140,7 +140,7 @@ def height_unit(layer: QgsRasterLayer) -> str:
     return f" ({QgsUnitTypes.toAbbreviatedString(units)})"
 
 
-def legend_title(layer: QgsRasterLayer, kind: str) -> "str | None":
+def legend_title(layer: QgsRasterLayer, kind: str) -> str | None:
     """The first legend row: what the colours mean, instead of the band name."""
     if kind == "dsm":
         return "Height" + height_unit(layer)
@@ -151,7 +151,7 @@ def legend_title(layer: QgsRasterLayer, kind: str) -> "str | None":
     return None
 
 
-def set_legend_title(node: "QgsLayerTreeLayer | None", title: "str | None") -> None:
+def set_legend_title(node: QgsLayerTreeLayer | None, title: str | None) -> None:
     """Label the legend's band-name row (node 0) of a pseudocolour layer in the layer tree."""
     if node is not None and title:
         QgsMapLayerLegendUtils.setLegendNodeUserLabel(node, 0, title)
@@ -161,14 +161,14 @@ def set_legend_title(node: "QgsLayerTreeLayer | None", title: "str | None") -> N
 class RasterStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Applies one of the styles above to an output when Processing loads it into the project."""
 
-    def __init__(self, kind: str, name: "str | None" = None):
+    def __init__(self, kind: str, name: str | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown style kind {kind!r}")
         self.kind = kind
         self.name = name
 
-    def postProcessLayer(self, layer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:  # noqa: N802
+    def postProcessLayer(self, layer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return
         if self.name:
@@ -187,10 +187,10 @@ class RasterStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
 
 # Processing holds post-processors by raw pointer: Python must keep them alive until they have run.
-_KEEP_ALIVE: "deque[RasterStylePostProcessor]" = deque(maxlen=64)
+_KEEP_ALIVE: deque[RasterStylePostProcessor] = deque(maxlen=64)
 
 
-def attach_style(context: QgsProcessingContext, output_path: str, kind: str, name: "str | None" = None) -> bool:
+def attach_style(context: QgsProcessingContext, output_path: str, kind: str, name: str | None = None) -> bool:
     """Style (and name) ``output_path`` when it is loaded on completion; False when it will not be."""
     if not output_path or not context.willLoadLayerOnCompletion(output_path):
         return False

@@ -11,8 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt5.QtCore import QPointF, QRectF, Qt  # noqa: E402
-from PyQt5.QtGui import QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPen  # noqa: E402
+from PyQt5.QtCore import QPointF, QRectF, Qt
+from PyQt5.QtGui import QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPen
 
 SIZE = 64
 #: (x, width, height) of the buildings, in pixels of the 64 px icon.

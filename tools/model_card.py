@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
     from implicity.core.outputs import write_text_atomic
     from implicity.core.shipped_models import default_model

@@ -101,7 +101,7 @@ def enable_plugin(profile: Path, name: str = PLUGIN_NAME) -> Path:
     return ini
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "dist" / f"{PLUGIN_NAME}.zip"), help="zip to write")
     parser.add_argument("--list", action="store_true", help="print the archive's entries")

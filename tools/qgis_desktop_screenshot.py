@@ -397,7 +397,7 @@ def prepare_inputs(work: Path, points: Path, crs: str) -> dict:
             "batch_out": str(work / "batch_out")}
 
 
-def _read_json(path: Path) -> "dict | None":
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -28,7 +28,7 @@ def ship(run_dir: Path, name: str, which: str = "best.pt", selection: str = "") 
     return target
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="the training run's out_dir")
     parser.add_argument("name", help="shipped name, implicity-<0|mono|stereo>[-variant]")

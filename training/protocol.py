@@ -250,6 +250,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_results(results: dict[str, Any], path: Path) -> None:
+    """Write the protocol's results as JSON, atomically."""
     from implicity.core.outputs import write_text_atomic
 
     write_text_atomic(path, json.dumps(results, indent=1, allow_nan=True))

@@ -15,8 +15,9 @@ import dataclasses
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from .network import ImpliCityNet, build_model, image_count_message
 CHECKPOINT_FORMAT = "implicity-checkpoint"
 CHECKPOINT_VERSION = 1
 
-def save_checkpoint(path: "str | os.PathLike[str]", model: ImpliCityNet, config: ModelConfig | None = None,
+def save_checkpoint(path: str | os.PathLike[str], model: ImpliCityNet, config: ModelConfig | None = None,
                     training: Mapping[str, Any] | None = None, half: bool = False) -> Path:
     """Write ``model`` with the config that built it, atomically (temp file, then rename).
 
@@ -56,7 +57,7 @@ def save_checkpoint(path: "str | os.PathLike[str]", model: ImpliCityNet, config:
     return path
 
 
-def read_checkpoint(path: "str | os.PathLike[str]") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw checkpoint dict, read safely; InputError (naming the file) when it cannot be read."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -67,7 +68,7 @@ def read_checkpoint(path: "str | os.PathLike[str]") -> dict[str, Any]:
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'}). "
                          "The file may be truncated or not a model; download or export it again.") from None
-    except Exception as exc:  # pickle errors of all kinds: refused objects, or bytes that are no pickle
+    except Exception as exc:  # noqa: BLE001 - pickle errors of all kinds: refused objects, or bytes that are no pickle
         if "Unsupported global" in str(exc):  # the safe loader met a pickled object
             raise InputError(f"{path}: the checkpoint holds Python objects that are not loaded for safety "
                              f"({type(exc).__name__}). Save only the state dict (and plain data).") from None
@@ -152,7 +153,7 @@ def _config_from_ours(raw: Mapping[str, Any], path: Path) -> ModelConfig:
     return config_from_mapping(raw.get("model_config") or {}, f"{path} (model_config)")
 
 
-def describe_checkpoint(path: "str | os.PathLike[str]") -> tuple[ModelConfig, dict[str, Any]]:
+def describe_checkpoint(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, Any]]:
     """(config, metadata) of a checkpoint without building the network: for choosing and messages."""
     path = Path(path).expanduser()
     raw = read_checkpoint(path)
@@ -163,7 +164,7 @@ def describe_checkpoint(path: "str | os.PathLike[str]") -> tuple[ModelConfig, di
     return infer_reference_config(state, str(path)), {"source": "reference implementation", **meta}
 
 
-def load_model(path: "str | os.PathLike[str]", device: "str | torch.device" = "cpu",
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                n_images: int | None = None) -> tuple[ImpliCityNet, ModelConfig]:
     """Build the network of a checkpoint (ours or the reference's) and load its weights strictly.
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import InputError
 from ..normalization import DEFAULT_Z_STD
@@ -155,8 +156,8 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "model config") -
     return cfg
 
 
-def load_model_config(path_or_dict: "str | os.PathLike[str] | Mapping[str, Any] | ModelConfig",
-                      base_dir: "str | os.PathLike[str] | None" = None) -> ModelConfig:
+def load_model_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | ModelConfig,
+                      base_dir: str | os.PathLike[str] | None = None) -> ModelConfig:
     """Load a ModelConfig from a YAML file, a mapping or an existing config.
 
     ``inherit_from`` (a path or list of paths) is resolved relative to the file that names it; for

@@ -58,11 +58,17 @@ def fill_from_neighbours(grid: torch.Tensor, max_iterations: int) -> torch.Tenso
     grid with no filled cell at all becomes 0 (the window's own height reference).
     """
     out = grid.clone()
+    ones = torch.ones((1, 1, 3, 3), dtype=grid.dtype, device=grid.device)
     for _ in range(max_iterations):
         empty = torch.isnan(out)
         if not bool(empty.any()):
             return out
-        around = _nan_filter(out, 3, "mean")
+        # The 3 x 3 NaN-ignoring mean as two convolutions (sum of values / count of values): the
+        # same numbers as unfolding, without building a (9, R·R) copy each round.
+        known = (~empty).to(grid.dtype)
+        total = F.conv2d(torch.nan_to_num(out, nan=0.0), ones, padding=1)
+        count = F.conv2d(known, ones, padding=1)
+        around = torch.where(count > 0, total / count.clamp(min=1.0), torch.full_like(total, float("nan")))
         out = torch.where(empty, around, out)
     flat = out.flatten(1)
     fallback = torch.nan_to_num(torch.nanmedian(flat, dim=1).values, nan=0.0)

@@ -3,6 +3,8 @@
 Public entry point: :func:`reconstruct_dsm` with :class:`ReconstructionInputs` and
 :class:`ReconstructionOptions`; it returns a :class:`ReconstructionResult`.
 """
+from typing import Any
+
 from .options import (
     EvidenceOptions,
     FastSearchOptions,
@@ -13,7 +15,7 @@ from .options import (
 )
 
 
-def reconstruct_dsm(*args, **kwargs):  # noqa: D401 - thin lazy wrapper
+def reconstruct_dsm(*args: Any, **kwargs: Any) -> ReconstructionResult:
     """See :func:`implicity.core.reconstruct.engine.reconstruct_dsm` (imported lazily: torch)."""
     from .engine import reconstruct_dsm as _impl
 

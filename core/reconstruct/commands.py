@@ -85,10 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Holes no window gave a height to (reference mode: nothing occupied in its scan): "
                         "filled (idw/nearest) within --fill-max-distance of the points, or nodata (none).")
     p.add_argument("--fill-max-distance", type=float, default=DEFAULT_FILL_MAX_DISTANCE, metavar="D",
-                   help=f"No height farther than D map units from every input point (default {DEFAULT_FILL_MAX_DISTANCE:g}), "
-                        "and beyond "
-                        "the cloud's outer edge none farther than --search-radius: empty corners of the extent "
-                        "stay nodata and are never filled.")
+                   help=f"No height farther than D map units from every input point (default "
+                        f"{DEFAULT_FILL_MAX_DISTANCE:g}), and beyond the cloud's outer edge none farther than "
+                        "--search-radius: empty corners of the extent stay nodata and are never filled.")
     add_max_pixels_arg(p)
     p.add_argument("--min-ortho-coverage", type=float, default=0.5, metavar="F",
                    help="Refuse an ortho-image whose valid pixels cover less than this share of the output "

@@ -87,7 +87,7 @@ def _drop_lone_extremes(values: np.ndarray, has: np.ndarray, size: int, low: boo
     return np.where(lone, fill, v)
 
 
-def _inside(has: np.ndarray, reach: float, res: float) -> np.ndarray:
+def _inside(has: np.ndarray, reach: float, res: float, distance_px: np.ndarray | None = None) -> np.ndarray:
     """The cells inside the data: those holding points closed by ``reach``.
 
     What stays empty after the closing is *outside*: the region beyond the cloud's outer edge and
@@ -96,7 +96,9 @@ def _inside(has: np.ndarray, reach: float, res: float) -> np.ndarray:
     not grow with the reach.
     """
     closing = max(reach, 2.0) / res
-    dilated = ndimage.distance_transform_edt(~has) <= closing
+    if distance_px is None:
+        distance_px = ndimage.distance_transform_edt(~has)
+    dilated = distance_px <= closing
     if dilated.all():  # (an all-foreground input has no distances to measure)
         return dilated
     return ndimage.distance_transform_edt(dilated) > closing
@@ -133,8 +135,9 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
         if far.any():
             lo = np.where(far, ndimage.minimum_filter(lo_cells, size=k_far, mode="constant", cval=np.inf)[core], lo)
             hi = np.where(far, ndimage.maximum_filter(hi_cells, size=k_far, mode="constant", cval=-np.inf)[core], hi)
-    distance = ndimage.distance_transform_edt(~has)[core] * res
-    inside = _inside(has, reach, res)
+    distance_px = ndimage.distance_transform_edt(~has)
+    distance = distance_px[core] * res
+    inside = _inside(has, reach, res, distance_px)
     # Holes are filled up to the reach; beyond the outer edge of the cloud, heights reach out only
     # as far as the points bound them (``radius``): extrapolating further invents terrain.
     eligible = ((distance <= reach + 1e-9) & (inside[core] | (distance <= options.radius + 1e-9))
@@ -145,8 +148,11 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
     kept = np.isfinite(hi_cells)
     cells = np.where(kept, hi_cells, np.nan)
     if kept.any():  # empty cells: the 3 x 3 median of the nearest-filled cells; others keep their own
-        gaps = ndimage.median_filter(fill_nearest(cells), size=3, mode="nearest")
-        surface = np.where(kept, cells, gaps)[core]
+        # The 3 x 3 median only where it is used: the core and its 1-cell ring (what the core's
+        # windows see); the same values as filtering the whole halo, at a fraction of the cost.
+        ring = (slice(halo - 1, halo + h + 1), slice(halo - 1, halo + w + 1))
+        gaps = ndimage.median_filter(fill_nearest(cells)[ring], size=3, mode="nearest")[1:-1, 1:-1]
+        surface = np.where(kept[core], cells[core], gaps)
     else:
         surface = np.full((h, w), np.nan)
     surface = np.where(eligible, np.clip(surface, lo, hi), np.nan)

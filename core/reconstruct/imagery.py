@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from affine import Affine
@@ -24,6 +25,9 @@ from affine import Affine
 from ..errors import InputError, param
 from ..raster import GridSpec, RasterReader
 from ..vocabulary import variant_description
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
 
 log = logging.getLogger(__name__)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -36,7 +40,7 @@ def to_grey(bands: np.ndarray) -> np.ndarray:
     return bands[0].astype(np.float32)
 
 
-def image_grid(crs, x0: float, y0: float, size: float, pixels: int) -> GridSpec:
+def image_grid(crs: CRS | None, x0: float, y0: float, size: float, pixels: int) -> GridSpec:
     """The model's north-up image grid over a window."""
     px = size / pixels
     return GridSpec(crs, Affine(px, 0.0, x0, 0.0, -px, y0 + size), pixels, pixels)
@@ -45,8 +49,8 @@ def image_grid(crs, x0: float, y0: float, size: float, pixels: int) -> GridSpec:
 class OrthoWindows:
     """Open orthos kept for the whole run; :meth:`read` returns one window's model input."""
 
-    def __init__(self, paths: Sequence["str | os.PathLike[str]"], crs, normalize: Callable[[np.ndarray], np.ndarray],
-                 image_size: int):
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], crs: CRS | None,
+                 normalize: Callable[[np.ndarray], np.ndarray], image_size: int) -> None:
         self.paths = [Path(p) for p in paths]
         self.crs = crs
         self.normalize = normalize
@@ -64,7 +68,7 @@ class OrthoWindows:
             r.close()
         self._readers = []
 
-    def __enter__(self) -> "OrthoWindows":
+    def __enter__(self) -> OrthoWindows:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -99,7 +103,7 @@ MAX_ORTHO_PIXEL_FACTOR = 8.0  # refuse ortho pixels coarser than this many model
 COVERAGE_SAMPLES = 256  # the coverage is measured on a grid of at most this many pixels per side
 
 
-def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: GridSpec, image_pixel: float,
+def check_ortho_coverage(paths: Sequence[str | os.PathLike[str]], crs: CRS | None, grid: GridSpec, image_pixel: float,
                          min_coverage: float) -> list[float]:
     """Refuse orthos that cannot inform the network, warn about partial ones; returns the share of
     the output extent each one covers with valid pixels.
@@ -130,8 +134,8 @@ def check_ortho_coverage(paths: Sequence["str | os.PathLike[str]"], crs, grid: G
                               / (reader.width * reader.height))
             if pixel > MAX_ORTHO_PIXEL_FACTOR * image_pixel:
                 raise InputError(
-                    f"{param('orthos')} {path}: its pixels are about {pixel:.3g} map units wide, too coarse for the model, "
-                    f"which sees the image at {image_pixel:.3g} per pixel (at most {MAX_ORTHO_PIXEL_FACTOR:g}x "
+                    f"{param('orthos')} {path}: its pixels are about {pixel:.3g} map units wide, too coarse for the "
+                    f"model, which sees the image at {image_pixel:.3g} per pixel (at most {MAX_ORTHO_PIXEL_FACTOR:g}x "
                     "coarser is accepted). Use a finer ortho-image.")
             valid = np.isfinite(to_grey(reader.read_on_grid(coarse, "nearest")))
         share = float(valid.mean())

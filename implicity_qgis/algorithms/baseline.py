@@ -39,10 +39,10 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
     def name(self) -> str:
         return "baselinedsm"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Baseline DSM from point cloud"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "The classical DSM of a point cloud, to compare ImpliCity with: each pixel takes a statistic "
             "of the heights of the points falling in it, isolated spikes can be removed, and small holes "
@@ -56,7 +56,7 @@ class BaselineDsmAlgorithm(ImpliCityAlgorithm):
             "written atomically; loaded with a hillshade over a colour ramp."
         )
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config=None) -> None:
         self.add_point_cloud_parameters()
         self.add_resolution_and_extent()
         self.addParameter(QgsProcessingParameterEnum(

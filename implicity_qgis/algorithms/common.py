@@ -40,6 +40,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QThread, QTimer
 from qgis.PyQt.QtGui import QIcon
 
 from ...core.errors import CancelledError, ImplicityError, InputError, param
+from ...core.progress import ProgressFn
 from .. import dependencies as deps
 
 ICON_PATH = Path(__file__).resolve().parents[2] / "icon.png"
@@ -84,6 +85,7 @@ COMMON_LABELS = {
 
 
 def plugin_icon() -> QIcon:
+    """The plugin's icon, for the provider and every algorithm."""
     return QIcon(str(ICON_PATH))
 
 
@@ -102,7 +104,7 @@ def raster_path(layer) -> str:
     return layer.source().split("|")[0]
 
 
-def progress_callback(feedback: QgsProcessingFeedback, start: float = 0.0, end: float = 100.0) -> Callable[[float, str], None]:
+def progress_callback(feedback: QgsProcessingFeedback, start: float = 0.0, end: float = 100.0) -> ProgressFn:
     """A core ``progress(fraction, message)`` that drives the Processing progress bar and text."""
     last = {"message": None}
 
@@ -123,7 +125,7 @@ def to_qgs_crs(crs: Any) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem(f"EPSG:{epsg}") if epsg else QgsCoordinateReferenceSystem.fromWkt(crs.to_wkt())
 
 
-def crs_argument(crs: QgsCoordinateReferenceSystem) -> "str | None":
+def crs_argument(crs: QgsCoordinateReferenceSystem) -> str | None:
     """A QGIS CRS as core accepts it ('EPSG:28992' or WKT); None when not set."""
     if not crs.isValid():
         return None
@@ -133,7 +135,7 @@ def crs_argument(crs: QgsCoordinateReferenceSystem) -> "str | None":
     return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
 
 
-def _equivalent_epsg(crs: QgsCoordinateReferenceSystem) -> "int | None":
+def _equivalent_epsg(crs: QgsCoordinateReferenceSystem) -> int | None:
     """The EPSG code whose definition equals a custom CRS (rasterio/PROJ identification), or None."""
     try:
         from rasterio.crs import CRS
@@ -199,11 +201,11 @@ class PointInput:
     """Where the points come from: a file path, the CRS argument for core, and a name for outputs."""
 
     path: str
-    crs: "str | None"
+    crs: str | None
     name: str
 
 
-def _destination_value(value: Any) -> "tuple[str, Callable[[str], Any]] | None":
+def _destination_value(value: Any) -> tuple[str, Callable[[str], Any]] | None:
     """(path, rebuild) of a destination parameter value; rebuild gives the same kind with a new path."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
         prop = value.sink
@@ -221,7 +223,7 @@ def _destination_value(value: Any) -> "tuple[str, Callable[[str], Any]] | None":
     return None
 
 
-def batch_output_names(parameters: dict, destination_names: "list[str]") -> dict:
+def batch_output_names(parameters: dict, destination_names: list[str]) -> dict:
     """Fix outputs auto-named by the batch dialog's "Fill with parameter values" from a file column.
 
     For file and point-cloud columns QGIS 3.22 appends the input's whole value — an absolute path or
@@ -303,13 +305,13 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
     GROUP = "DSM"
     GROUP_ID = "dsm"
 
-    def createInstance(self) -> "ImpliCityAlgorithm":  # noqa: N802
+    def createInstance(self) -> ImpliCityAlgorithm:
         return type(self)()
 
     def group(self) -> str:
         return self.GROUP
 
-    def groupId(self) -> str:  # noqa: N802
+    def groupId(self) -> str:
         return self.GROUP_ID
 
     def icon(self) -> QIcon:
@@ -318,7 +320,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
     def labels(self) -> dict[str, str]:
         return {**COMMON_LABELS, **self.LABELS}
 
-    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
         # Runs in the main thread before the task starts: the place to offer installing packages.
         try:
             deps.require(self.REQUIREMENTS, offer_install=True)
@@ -337,12 +339,12 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
                 return False, message
         return super().checkParameterValues(parameters, context)
 
-    def preprocessParameters(self, parameters: dict) -> dict:  # noqa: N802
+    def preprocessParameters(self, parameters: dict) -> dict:
         # The batch dialog calls this on every row before running it.
         names = [p.name() for p in self.destinationParameterDefinitions()]
         return batch_output_names(super().preprocessParameters(parameters), names)
 
-    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict:
         release_failed_frames()  # of earlier failed runs that have returned by now
         message = None
@@ -403,7 +405,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
         return PointInput(path, crs, name)
 
     def check_outputs(self, parameters: dict, context: QgsProcessingContext,
-                      outputs: "list[tuple[str | None, str]]") -> None:
+                      outputs: list[tuple[str | None, str]]) -> None:
         """Fail fast, before any point is read: each (path, core parameter) must be a writable new
         GeoTIFF that is not the point cloud (the parameters become labels in the message)."""
         from ...core.outputs import check_output_path
@@ -441,8 +443,8 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
                 or extent[1] > info.bounds[3] or extent[3] < info.bounds[1]):
             b = info.bounds
             raise InputError(
-                f"{param('extent')} {extent[0]:.1f},{extent[1]:.1f},{extent[2]:.1f},{extent[3]:.1f} does not overlap the point "
-                f"cloud {source.path}, which covers {b[0]:.1f},{b[1]:.1f},{b[2]:.1f},{b[3]:.1f} (in "
+                f"{param('extent')} {extent[0]:.1f},{extent[1]:.1f},{extent[2]:.1f},{extent[3]:.1f} does not overlap "
+                f"the point cloud {source.path}, which covers {b[0]:.1f},{b[1]:.1f},{b[2]:.1f},{b[3]:.1f} (in "
                 f"{crs_label(qgs_crs)}). Check the extent and its CRS.")
         resolution = self.parameterAsDouble(parameters, RESOLUTION, context) \
             if self.parameterDefinition(RESOLUTION) is not None else None
@@ -457,7 +459,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
         return cloud, extent, source
 
     def extent_in(self, parameters: dict, context: QgsProcessingContext,
-                  crs: QgsCoordinateReferenceSystem) -> "tuple[float, float, float, float] | None":
+                  crs: QgsCoordinateReferenceSystem) -> tuple[float, float, float, float] | None:
         """The Extent parameter in ``crs`` (reprojected when it carries another CRS), or None."""
         if not parameters.get(EXTENT):
             return None
@@ -467,7 +469,7 @@ class ImpliCityAlgorithm(QgsProcessingAlgorithm):
         return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
 
 
-def resolution_problem(value: Any) -> "str | None":
+def resolution_problem(value: Any) -> str | None:
     """Why a Resolution value cannot be used (None when it can)."""
     try:
         res = float(value)
@@ -479,7 +481,7 @@ def resolution_problem(value: Any) -> "str | None":
     return None
 
 
-def check_output_size(bounds: "tuple[float, float, float, float] | None", resolution: float) -> None:
+def check_output_size(bounds: tuple[float, float, float, float] | None, resolution: float) -> None:
     """Refuse outputs of more than MAX_OUTPUT_PIXELS before reading points or allocating anything."""
     message = resolution_problem(resolution)
     if message:

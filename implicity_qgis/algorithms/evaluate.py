@@ -54,10 +54,10 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     def name(self) -> str:
         return "evaluatedsm"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Evaluate DSM against reference"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Compares a DSM with a reference DSM, as in the ImpliCity paper. The DSM is resampled onto the "
             "reference grid (reprojected if its CRS differs; nearest when the grids coincide); the residual "
@@ -74,7 +74,7 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             "The table is also printed in the log; the overall numbers are outputs for models."
         )
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.DSM, "DSM"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE, "Reference DSM"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.BUILDING_MASK, "Building mask (0/1)", optional=True))
@@ -88,7 +88,7 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         for key in OVERALL_OUTPUTS:
             self.addOutput(QgsProcessingOutputNumber(f"OVERALL_{key.upper()}", f"Overall {key.upper()}"))
 
-    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:  # noqa: N802
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
         # In the dialog this stops Run before a task starts (e.g. both combo boxes on the one raster).
         dsm = self.parameterAsRasterLayer(parameters, self.DSM, context) if parameters.get(self.DSM) else None
         ref = self.parameterAsRasterLayer(parameters, self.REFERENCE, context) if parameters.get(self.REFERENCE) else None

@@ -63,10 +63,10 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
     def name(self) -> str:
         return "reconstructdsm"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Reconstruct DSM (ImpliCity)"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Turns a photogrammetric point cloud (and optionally ortho-images) into a DSM with ImpliCity "
             "(Stucker et al., ISPRS Annals 2022): a convolutional occupancy network predicts, for every 3-D "
@@ -89,7 +89,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "device, windows and run time."
         )
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config=None) -> None:
         self.add_point_cloud_parameters()
         self.addParameter(QgsProcessingParameterMultipleLayers(self.ORTHOS, "Ortho-images (0, 1 or 2)",
                                                                QgsProcessing.TypeRaster, optional=True))

@@ -25,10 +25,10 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
     def name(self) -> str:
         return "referencedsm"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Reference DSM from classified LiDAR"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Makes evaluation data from classified airborne LiDAR (ASPRS classes): the DSM is the highest "
             "return per pixel after dropping noise (classes 7 and 18); gaps (water, occlusions) up to the fill "
@@ -40,7 +40,7 @@ class ReferenceDsmAlgorithm(ImpliCityAlgorithm):
             "reference</i> to get building/terrain metrics."
         )
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config=None) -> None:
         self.add_point_cloud_parameters()
         self.add_resolution_and_extent()
         self.addParameter(QgsProcessingParameterNumber(

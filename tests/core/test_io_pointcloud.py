@@ -56,16 +56,16 @@ def test_ply_ascii_and_binary(tmp_path):
     np.testing.assert_allclose(cloud.xyz, pts)
     np.testing.assert_array_equal(cloud.rgb[1], [40, 50, 60])
     bin_path = tmp_path / "b.ply"
-    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
-              "property float y\nproperty float z\nend_header\n").encode()
+    header = (b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
+              b"property float y\nproperty float z\nend_header\n")
     bin_path.write_bytes(header + pts.astype("<f4").tobytes())
     np.testing.assert_allclose(read_point_cloud(bin_path).xyz, pts)
 
 
 def test_truncated_binary_ply_is_refused(tmp_path):
     path = tmp_path / "t.ply"
-    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n"
-              "property float y\nproperty float z\nend_header\n").encode()
+    header = (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n"
+              b"property float y\nproperty float z\nend_header\n")
     path.write_bytes(header + np.zeros(6, "<f4").tobytes())
     with pytest.raises(InputError, match="truncated"):
         read_point_cloud(path)

@@ -10,12 +10,12 @@ import pytest
 laspy = pytest.importorskip("laspy")
 pytest.importorskip("rasterio")
 
-from implicity.core import pointsources  # noqa: E402
-from implicity.core.errors import CancelledError, InputError  # noqa: E402
-from implicity.core.pointcloud import read_point_cloud  # noqa: E402
-from implicity.core.pointsources import probe_point_cloud, read_points, source_format, write_ept  # noqa: E402
+from implicity.core import pointsources
+from implicity.core.errors import CancelledError, InputError
+from implicity.core.pointcloud import read_point_cloud
+from implicity.core.pointsources import probe_point_cloud, read_points, source_format, write_ept
 
-from ..helpers.copc_writer import write_copc  # noqa: E402
+from ..helpers.copc_writer import write_copc
 
 NIMES = Path(__file__).resolve().parents[2] / "data" / "nimes_lidarhd" / "subsampled_nimes.laz"
 #: 100 × 100 m in the middle of the Nîmes cloud (Lambert-93).

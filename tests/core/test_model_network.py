@@ -151,7 +151,7 @@ def test_three_class_variant_shape() -> None:
 
 
 def test_points_on_the_patch_edges_are_accepted() -> None:
-    """x or y exactly 1.0 (far edge, kept by the crop) must not index past the plane."""
+    """X or y exactly 1.0 (far edge, kept by the crop) must not index past the plane."""
     model = _lite(0)
     corners = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 0.1], [1.0, 0.0, -0.1], [0.0, 1.0, 0.2],
                              [0.5, 1.0, 0.0]]])

@@ -17,7 +17,7 @@ def _vlr(user_id: bytes, record_id: int, data: bytes, description: bytes = b"") 
     return struct.pack("<H16sHH32s", 0, user_id, record_id, len(data), description) + data
 
 
-def write_copc(src: Path, dst: Path, crs_wkt: "str | None" = None, root_points: int = 20_000, seed: int = 0) -> Path:
+def write_copc(src: Path, dst: Path, crs_wkt: str | None = None, root_points: int = 20_000, seed: int = 0) -> Path:
     """Write the points of LAS/LAZ ``src`` as a COPC file ``dst``; returns ``dst``."""
     import laspy
     import lazrs

@@ -31,7 +31,7 @@ def feedback_log():
             super().__init__()
             self.lines: list[str] = []
 
-        def pushInfo(self, info):  # noqa: N802 - Qt's name
+        def pushInfo(self, info):
             self.lines.append(info)
 
         @property

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 rasterio = pytest.importorskip("rasterio")
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException  # noqa: E402
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
-from ..helpers.geodata import DELFT_CROP  # noqa: E402
+from ..helpers.geodata import DELFT_CROP
 
 pytestmark = pytest.mark.qgis
 RES = 1.0

@@ -16,16 +16,16 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 pytest.importorskip("rasterio")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsPointCloudLayer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputLayerDefinition,
 )
-from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication
 
-from ..helpers.geodata import DELFT_LAZ, crop_las  # noqa: E402
+from ..helpers.geodata import DELFT_LAZ, crop_las
 
 pytestmark = pytest.mark.qgis
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_empty_optional_output_is_not_reported_as_not_generated(implicity_provid
             super().__init__()
             self.errors = []
 
-        def reportError(self, error, fatalError=False):  # noqa: N802
+        def reportError(self, error, fatalError=False):
             self.errors.append(error)
 
     alg = implicity_provider.algorithm("referencedsm").create()

@@ -40,7 +40,7 @@ def test_package_zip_has_one_top_folder_and_no_dev_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def desktop(tmp_path_factory) -> "tuple[dict, Path]":
+def desktop(tmp_path_factory) -> tuple[dict, Path]:
     """One real QGIS session under Xvfb, driven as a user (see tools/qgis_desktop_screenshot.py).
 
     No fixed time limit: QGIS is stopped only if its heartbeat shows no progress for 10 minutes, so a

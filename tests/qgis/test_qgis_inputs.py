@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 rasterio = pytest.importorskip("rasterio")
 
-from qgis.core import QgsPointCloudLayer, QgsProcessingException, QgsProcessingParameterNumber  # noqa: E402
+from qgis.core import QgsPointCloudLayer, QgsProcessingException, QgsProcessingParameterNumber
 
-from ..helpers.geodata import crop_las  # noqa: E402
+from ..helpers.geodata import crop_las
 
 pytestmark = pytest.mark.qgis
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 pytest.importorskip("rasterio")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsColorRampLegendNode,
     QgsHillshadeRenderer,
     QgsLayerTreeModel,
@@ -19,8 +19,8 @@ from qgis.core import (  # noqa: E402
     QgsRasterLayer,
     QgsRectangle,
 )
-from qgis.PyQt.QtCore import QSize  # noqa: E402
-from qgis.PyQt.QtGui import QColor  # noqa: E402
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
 
 pytestmark = pytest.mark.qgis
 CRS = "EPSG:28992"
@@ -36,7 +36,7 @@ def _layers(project) -> list[str]:
     return [n.name() for n in project.layerTreeRoot().findLayers()]
 
 
-def _legend(project, layer, model=None) -> "tuple[list[str], str | None]":
+def _legend(project, layer, model=None) -> tuple[list[str], str | None]:
     """The legend rows' labels, and how the colour ramp's legend writes 12.3456789 (None: no ramp)."""
     model = model or QgsLayerTreeModel(project.layerTreeRoot())  # nodes live as long as the model: read them here
     nodes = model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id()))

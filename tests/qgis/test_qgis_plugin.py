@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 
-from qgis.core import (  # noqa: E402
+from qgis.core import (
     QgsApplication,
     QgsHillshadeRenderer,
     QgsMapLayerType,

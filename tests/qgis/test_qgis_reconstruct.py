@@ -15,12 +15,12 @@ pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not i
 torch = pytest.importorskip("torch")
 rasterio = pytest.importorskip("rasterio")
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback  # noqa: E402
-from rasterio.crs import CRS  # noqa: E402
-from rasterio.warp import transform_bounds  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+from scipy.spatial import cKDTree
 
-from ..helpers.geodata import DELFT_CROP  # noqa: E402
+from ..helpers.geodata import DELFT_CROP
 
 pytestmark = pytest.mark.qgis
 RD = CRS.from_epsg(28992)
@@ -94,10 +94,10 @@ class Recorder(QgsProcessingFeedback):
         super().__init__()
         self.info, self.progress, self.cancel_at = [], [], cancel_at
 
-    def pushInfo(self, info):  # noqa: N802
+    def pushInfo(self, info):
         self.info.append(info)
 
-    def setProgress(self, value):  # noqa: N802
+    def setProgress(self, value):
         self.progress.append(value)
         if self.cancel_at is not None and value > self.cancel_at:
             self.cancel()
@@ -273,7 +273,7 @@ def test_cancel_is_honoured_within_a_second_with_the_shipped_model(implicity_pro
         """Starts a timer when the first window is done; it cancels a quarter into the second (a check
         per window would only see it three quarters of a window later)."""
 
-        def setProgress(self, value):  # noqa: N802
+        def setProgress(self, value):
             super().setProgress(value)
             now = time.monotonic()
             if value > 5.0 and "first" not in state:

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("qgis.core", reason="PyQGIS (Debian's python3-qgis) is not importable")
 
-from implicity.core import vocabulary  # noqa: E402
+from implicity.core import vocabulary
 
 pytestmark = pytest.mark.qgis
 

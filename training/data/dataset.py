@@ -55,7 +55,7 @@ def augment_grid(array: np.ndarray, flip: bool, k: int) -> np.ndarray:
 class PatchDataset(Dataset):
     """Prepared patches of one split; see the module docstring for the sample layout."""
 
-    def __init__(self, root_or_manifest: "str | os.PathLike[str]", split: str = "train", n_query: int = 16384,
+    def __init__(self, root_or_manifest: str | os.PathLike[str], split: str = "train", n_query: int = 16384,
                  augment: bool = False, seed: int = 0, max_points: int | None = None,
                  query_config: QuerySamplingConfig | None = None,
                  degradation: DegradationFamily | None = None,

@@ -21,7 +21,7 @@ from .simulate import StereoSimulationConfig, simulate_stereo_cloud
 from .synthetic_city import CityConfig, generate_city, sample_surface_points
 
 
-def write_laz(path: "str | os.PathLike[str]", cloud: PointCloud) -> Path:
+def write_laz(path: str | os.PathLike[str], cloud: PointCloud) -> Path:
     """Write a cloud as LAZ — or LAS for a ``.las`` path — atomically: LAS 1.4, point format 3 with
     RGB else 1, 1 mm precision, classes when present, the CRS in the header. The project's one LAS
     writer (``implicity synth-city``, the tests' fixtures)."""
@@ -57,7 +57,7 @@ def colour_from_image(cloud: PointCloud, image: np.ndarray, grid) -> PointCloud:
     return dataclasses.replace(cloud, rgb=np.repeat(grey[:, None], 3, axis=1))
 
 
-def write_synthetic_city(out_dir: "str | os.PathLike[str]", seed: int, config: CityConfig | None = None,
+def write_synthetic_city(out_dir: str | os.PathLike[str], seed: int, config: CityConfig | None = None,
                          n_images: int = 2, simulation: StereoSimulationConfig | None = None,
                          dense_density: float = 10.0) -> dict[str, Path]:
     """Generate city ``seed`` and write its rasters, simulated cloud and a JSON description."""

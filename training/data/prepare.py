@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class PrepareConfig:
         return int(round(self.patch_size / self.resolution))
 
 
-def load_prepare_config(path: "str | os.PathLike[str]") -> tuple[PrepareConfig, dict[str, Any]]:
+def load_prepare_config(path: str | os.PathLike[str]) -> tuple[PrepareConfig, dict[str, Any]]:
     """Parse and check a prepare config; returns it and the raw mapping (for the manifest)."""
     p = Path(path).expanduser()
     raw = read_yaml_mapping(p, "Prepare config")
@@ -188,7 +189,7 @@ def _image_statistics(tmp: Path, entries: list[dict[str, Any]], n_images: int) -
     return {"mean": mean, "std": float(std)}
 
 
-def prepare_dataset(config_path: "str | os.PathLike[str]", out: "str | os.PathLike[str] | None" = None,
+def prepare_dataset(config_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                     progress: bool = True, force: bool = False,
                     log: Callable[[str], None] = print) -> Path:
     """Build (or find up to date) the prepared dataset of ``config_path``; returns its folder."""

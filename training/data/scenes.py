@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -123,7 +124,7 @@ def _images_for(specs: Sequence[Any], n_images: int, cloud: PointCloud, grid: Gr
     return out
 
 
-def lidar_scene(name: str, points: "str | os.PathLike[str]", n_images: int, crs: str | None = None,
+def lidar_scene(name: str, points: str | os.PathLike[str], n_images: int, crs: str | None = None,
                 images: Sequence[Any] | None = None, simulation: StereoSimulationConfig | None = None,
                 resolution: float = 0.5, extent: Sequence[float] | None = None, seed: int = 0,
                 fill_max_distance: float = 1.0) -> Scene:
@@ -145,7 +146,7 @@ def lidar_scene(name: str, points: "str | os.PathLike[str]", n_images: int, crs:
     return Scene(name=name, grid=grid, dsm=dsm.astype(np.float32), points=sim.cloud.xyz, images=imgs, **masks)
 
 
-def raster_scene(name: str, reference_dsm: "str | os.PathLike[str]", points: "str | os.PathLike[str]",
+def raster_scene(name: str, reference_dsm: str | os.PathLike[str], points: str | os.PathLike[str],
                  n_images: int, crs: str | None = None, images: Sequence[str] = (),
                  masks: Mapping[str, str] | None = None, simulation: StereoSimulationConfig | None = None,
                  seed: int = 0) -> Scene:

@@ -18,7 +18,7 @@ GROUND_WINDOW_M = 40.0
 
 
 def height_above_ground(dsm: np.ndarray, res: float) -> np.ndarray:
-    """nDSM ≈ DSM − its morphological opening over GROUND_WINDOW_M (NaN cells count as ground)."""
+    """NDSM ≈ DSM − its morphological opening over GROUND_WINDOW_M (NaN cells count as ground)."""
     finite = np.isfinite(dsm)
     base = np.where(finite, dsm, np.nanmin(dsm) if finite.any() else 0.0)
     size = max(3, int(round(GROUND_WINDOW_M / res)) | 1)

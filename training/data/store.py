@@ -50,7 +50,7 @@ class PatchData:
     patch_size: float
 
 
-def save_patch(path: "str | os.PathLike[str]", patch: PatchData) -> None:
+def save_patch(path: str | os.PathLike[str], patch: PatchData) -> None:
     """Write a patch atomically with compact dtypes."""
     arrays = {
         "points": np.asarray(patch.points, dtype=np.float32),
@@ -64,7 +64,7 @@ def save_patch(path: "str | os.PathLike[str]", patch: PatchData) -> None:
             np.savez_compressed(fh, **arrays)
 
 
-def load_patch(path: "str | os.PathLike[str]") -> PatchData:
+def load_patch(path: str | os.PathLike[str]) -> PatchData:
     """Read a patch written by :func:`save_patch`."""
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -79,12 +79,12 @@ def load_patch(path: "str | os.PathLike[str]") -> PatchData:
                      **{m: fields[m] for m in MASK_NAMES}, **scalars)
 
 
-def write_manifest(root: "str | os.PathLike[str]", manifest: dict[str, Any]) -> Path:
+def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically."""
     return write_text_atomic(Path(root) / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=False))
 
 
-def read_manifest(root_or_manifest: "str | os.PathLike[str]") -> tuple[Path, dict[str, Any]]:
+def read_manifest(root_or_manifest: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """(dataset root, manifest) from a prepared folder or its manifest file."""
     p = Path(root_or_manifest).expanduser()
     path = p / MANIFEST_NAME if p.is_dir() else p

@@ -54,6 +54,7 @@ def capture_gradients(model: torch.nn.Module) -> list[torch.Tensor | None] | Non
 
 
 def restore_gradients(model: torch.nn.Module, grads: list[torch.Tensor | None] | None) -> None:
+    """Put saved gradients back on the model's parameters, in order (``None``: clear them all)."""
     params = list(model.parameters())
     if grads is None:
         for p in params:

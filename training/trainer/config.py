@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from implicity.core.errors import InputError
 from implicity.core.yamlconfig import check_known_keys, dataclass_from_mapping, read_with_inheritance

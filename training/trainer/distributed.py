@@ -117,5 +117,6 @@ def broadcast_from_main(obj: Any, ctx: DistContext) -> Any:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
     if ctx.enabled:
         dist.barrier()

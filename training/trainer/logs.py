@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from implicity.core.outputs import atomic_path
 
