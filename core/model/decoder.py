@@ -55,7 +55,8 @@ class DecoderColumns:
 
     def __call__(self, columns: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """columns (Q,) indices, z (Q, K) heights as the decoder sees them → (Q, K, n_classes)."""
-        net = self.base[columns][:, None, :] + z.to(self.base.dtype)[..., None] * self.w_z
+        net = torch.addcmul(self.base[columns][:, None, :], z.to(self.base.dtype)[..., None], self.w_z)
+        per_block = self.per_block[:, columns].unsqueeze(2)  # one gather: (n_blocks, Q, 1, hidden)
         for i, block in enumerate(self.decoder.blocks):
-            net = block(net + self.per_block[i][columns][:, None, :])
+            net = block(net + per_block[i])
         return self.decoder.fc_out(F.relu(net))

@@ -108,6 +108,15 @@ class WindowDecoder:
             with precision_context(device, precision):
                 self.columns = model.decode_columns(self.xy, features)
 
+    def prior_heights(self) -> np.ndarray | None:
+        """The network's own robust surface prior at each pixel, in map heights (P,), for models
+        that have one (``height_reference: prior``): the surface they correct, so the best first
+        guess of where occupancy flips. None otherwise."""
+        prior = getattr(self.columns, "prior", None)
+        if prior is None:
+            return None
+        return prior.float().cpu().numpy().astype(np.float64) * self.frame.z_std + self.frame.shift
+
     def __call__(self, pixels: np.ndarray, heights: np.ndarray) -> np.ndarray:
         """Logits (P, K) at map heights (P, K) above the given pixels (indices into ``xy``)."""
         return self.normalized(pixels, ((heights - self.frame.shift) / self.frame.z_std).astype(np.float32))
@@ -118,8 +127,8 @@ class WindowDecoder:
         q, k = zn.shape
         if q == 0:
             return np.zeros((0, k), np.float32)
-        zn = torch.from_numpy(np.ascontiguousarray(zn, dtype=np.float32)).to(self.device)
-        idx = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        zn = to_device(np.ascontiguousarray(zn, dtype=np.float32), self.device)
+        idx = to_device(np.ascontiguousarray(pixels), self.device)
         if self.columns is not None:
             self.queries += q * k
 
@@ -141,6 +150,15 @@ class WindowDecoder:
         return torch.cat(parts).reshape(q, k).cpu().numpy()
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array on ``device``; to CUDA from pinned memory without blocking, so the copy of the
+    next batch's queries overlaps the kernels still running on the GPU."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def occupancy_logit(logits: torch.Tensor) -> torch.Tensor:
     """(B, M) occupancy logits; a multi-class output (B, M, 3) = free / building / terrain becomes
     log P(building or terrain) − log P(free), so 0 is still the 0.5 occupancy threshold."""
@@ -152,7 +170,7 @@ def occupancy_logit(logits: torch.Tensor) -> torch.Tensor:
 def encode_window(model: Any, points: np.ndarray, images: np.ndarray | None, device: torch.device,
                   precision: str) -> Any:
     """Encode normalised points (N, 3) and images (n, S, S) once for the whole window."""
-    pts = torch.from_numpy(points).to(device)[None]
-    imgs = None if images is None or images.shape[0] == 0 else torch.from_numpy(images).to(device)[None]
+    pts = to_device(points, device)[None]
+    imgs = None if images is None or images.shape[0] == 0 else to_device(images, device)[None]
     with precision_context(device, precision):
         return model.encode(pts, imgs)

@@ -136,7 +136,9 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     lo, hi = ev.envelope(options.evidence.margin)
     lo, hi = lo[pixels], hi[pixels]
     if fs.strategy == "guided":
-        res = guided_search(decoder, pixels, lo, hi, ev.points_surface[pixels], fs.final_step, fs.guard)
+        prior = decoder.prior_heights()  # the network's own surface prior, else the points' surface
+        guess = (prior if prior is not None else ev.points_surface)[pixels]
+        res = guided_search(decoder, pixels, lo, hi, guess, fs.final_step, fs.guard)
     else:
         n = coarse_count(lo, hi, fs.coarse_samples, fs.max_coarse_step)
         res = bracket_search(decoder, pixels, lo, hi, n, fs.final_step, fs.refine_factor, fs.interpolate)
