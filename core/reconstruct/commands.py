@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from ..cluster.cli import add_cluster_args, cluster_options_from_args
 from ..commands import OUTPUT_FLAGS, add_input_args, add_max_pixels_arg, add_quiet_arg
 from ..progress import tqdm_progress
 from ..vocabulary import (
@@ -95,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help="auto = fp32. fp16/bf16: CUDA mixed precision (faster, may move heights by cm).")
     add_quiet_arg(p)
+    add_cluster_args(p)
     p.set_defaults(run=_run, parameter_flags=PARAMETER_FLAGS)
 
 
@@ -136,8 +138,14 @@ def _run(args: argparse.Namespace) -> int:
         points=args.points, points_crs=args.points_crs, orthos=tuple(args.ortho), model=model,
         out_path=args.out, confidence_path=args.confidence_out, resolution=args.resolution, extent=args.extent,
     )
+    cluster = cluster_options_from_args(args)
     with tqdm_progress(f"reconstruct ({args.mode})", not args.quiet) as progress:
-        result = reconstruct_dsm(inputs, options, progress=progress)
+        if cluster is None:
+            result = reconstruct_dsm(inputs, options, progress=progress)
+        else:
+            from ..cluster.run import reconstruct_on_cluster
+
+            result = reconstruct_on_cluster(inputs, options, cluster, progress=progress)
     print(f"Device: {result.device} ({result.device_reason})")
     print(f"DSM written: {result.dsm_path} ({result.width} x {result.height} px at {args.resolution:g}); "
           f"{result.tiles} windows ({result.tiles_skipped} without points) in {result.seconds:.1f} s")
