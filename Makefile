@@ -19,11 +19,12 @@ DEMO_OUT    ?= demo_output
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup apt venv test demo bench model-card package deploy qgis clean
+.PHONY: help setup apt venv test typecheck demo bench model-card package deploy qgis clean
 
 help:
 	@echo "make demo    - set up, then run the demo on bundled data"
-	@echo "make test    - set up, then run the test suite"
+	@echo "make test    - set up, then run the linter (ruff) and the test suite"
+	@echo "make typecheck - set up, then type-check core/ with mypy (configured in pyproject.toml)"
 	@echo "make bench   - run the benchmarks under bench/"
 	@echo "make model-card - evaluate the shipped models on the held-out protocol (needs ../shared/data)"
 	@echo "make package - build the installable QGIS plugin zip in dist/"
@@ -57,6 +58,9 @@ test: setup
 	$(PY) -m ruff check --no-cache .
 	$(PY) -m pytest -q tests
 
+typecheck: setup
+	$(PY) -m mypy
+
 demo: setup
 	$(PY) -m implicity.demo --out $(DEMO_OUT)
 
@@ -83,5 +87,5 @@ qgis: setup deploy
 	PYTHONPATH=$(CURDIR)/$(VENV)/lib/python3.11/site-packages qgis --noversioncheck
 
 clean:
-	rm -rf dist build *.egg-info .pytest_cache $(DEMO_OUT)
+	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache $(DEMO_OUT)
 	find . -name __pycache__ -prune -exec rm -rf {} +

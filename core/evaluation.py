@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -112,7 +113,7 @@ def evaluate_dsm(
     dsm_path: str | os.PathLike[str],
     reference_path: str | os.PathLike[str],
     building_mask: str | os.PathLike[str] | None = None,
-    extra_masks: dict[str, str | os.PathLike[str]] | None = None,
+    extra_masks: Mapping[str, str | os.PathLike[str]] | None = None,
     residual_out: str | os.PathLike[str] | None = None,
     json_out: str | os.PathLike[str] | None = None,
     html_out: str | os.PathLike[str] | None = None,

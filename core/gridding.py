@@ -259,7 +259,7 @@ def parse_extent(text: str | tuple[float, float, float, float] | None) -> tuple[
             f"{param('extent')} '{text}': give xmin,ymin,xmax,ymax in the point cloud's CRS with xmin < xmax "
             "and ymin < ymax."
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000 px: 400 MB per float32 raster, 25 km² at 0.5 m
@@ -309,12 +309,13 @@ def grid_for_points(xyz: np.ndarray, crs: CRS | None, resolution: float,
     from .outliers import xy_body
 
     resolution = check_resolution(resolution)
-    if extent is None:
+    bounds = parse_extent(extent)
+    if bounds is None:
         xmin, ymin, xmax, ymax = xy_body(xyz, source=source).bounds
         grid = GridSpec.from_bounds(xmin, ymin, xmax + resolution * 1e-3, ymax, resolution, crs)
         check_grid_size(grid, max_pixels)
         return grid
-    xmin, ymin, xmax, ymax = parse_extent(extent)
+    xmin, ymin, xmax, ymax = bounds
     mn, mx = xyz[:, :2].min(axis=0), xyz[:, :2].max(axis=0)
     if xmin > mx[0] or xmax < mn[0] or ymin > mx[1] or ymax < mn[1]:
         raise InputError(

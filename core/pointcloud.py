@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -145,7 +146,9 @@ def _read_ply(path: Path) -> PointCloud:
     with open(path, "rb") as fh:
         if fh.readline().strip() != b"ply":
             raise InputError(f"{path}: not a PLY file (missing 'ply' magic line).")
-        fmt, elements, current = None, [], None
+        fmt: str | None = None
+        elements: list[dict[str, Any]] = []
+        current: dict[str, Any] = {}
         while True:
             line = fh.readline()
             if not line:

@@ -143,6 +143,7 @@ def probe_point_cloud(path: str | os.PathLike[str]) -> PointSourceInfo:
     p = Path(str(path)[len("file://"):] if str(path).startswith("file://") else path).expanduser()
     if fmt == "ept":
         meta_path = ept_json_path(p)
+        assert meta_path is not None  # source_format said "ept"
         meta = _read_ept_json(meta_path)
         b = meta.get("boundsConforming") or meta["bounds"]
         return PointSourceInfo(str(meta_path), fmt, _ept_crs(meta, meta_path), (b[0], b[1], b[3], b[4]),
@@ -168,7 +169,7 @@ def _check(is_cancelled: CancelFn | None, what: Path) -> None:
     check_cancelled(is_cancelled, f"reading {what.name}")
 
 
-def _inside(x: np.ndarray, y: np.ndarray, bounds: Bounds2D | None) -> np.ndarray:
+def _inside(x: np.ndarray, y: np.ndarray, bounds: Bounds2D) -> np.ndarray:
     xmin, ymin, xmax, ymax = bounds
     return (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
 
@@ -347,7 +348,9 @@ def read_points(path: str | os.PathLike[str], crs: str | CRS | None = None,
     user_crs = parse_crs(crs)
     try:
         if fmt == "ept":
-            cloud = _ept(ept_json_path(p), bounds, report, is_cancelled)
+            meta_path = ept_json_path(p)
+            assert meta_path is not None  # source_format said "ept"
+            cloud = _ept(meta_path, bounds, report, is_cancelled)
         elif fmt == "copc":
             cloud = _copc(p, bounds, report, is_cancelled)
         elif fmt in ("las", "laz"):
@@ -454,7 +457,7 @@ def write_ept(src: str | os.PathLike[str], out_dir: str | os.PathLike[str], crs:
             node.write(str(tmp / "ept-data" / f"{key}.laz"))
             hierarchy[key] = int(idx.size)
         (tmp / "ept-hierarchy" / "0-0-0-0.json").write_text(json.dumps(hierarchy, indent=1), encoding="utf-8")
-        schema = [
+        schema: list[dict[str, Any]] = [
             {"name": axis, "type": "signed", "size": 4, "scale": float(scales[i]), "offset": float(offsets[i])}
             for i, axis in enumerate("XYZ")
         ] + [

@@ -176,7 +176,7 @@ class RasterReader:
 
     @property
     def bounds_in(self) -> tuple[float, float, float, float]:
-        return tuple(self._src.bounds)  # type: ignore[return-value]
+        return tuple(self._src.bounds)
 
     def read_on_grid(self, grid: GridSpec, resampling: str = "bilinear",
                      bands: list[int] | None = None) -> np.ndarray:
@@ -329,19 +329,20 @@ class GeoTiffStreamWriter:
         self.nodata = nodata
         self.band_names = band_names
         self._tmp = temporary_sibling(self.path, ".tif")
-        self._dst = None
+        self._dst: Any = None  # the open rasterio dataset between __enter__ and __exit__
 
     def __enter__(self) -> GeoTiffStreamWriter:
         check_free_space(self.path, self.grid, self.count, self.dtype)
         try:
-            self._dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
+            dst = rasterio.open(self._tmp, "w", **_profile(self.grid, self.count, self.dtype, self.nodata))
         except (RasterioError, CPLE_BaseError, OSError) as exc:
             error = write_failed(self.path, exc)
             remove_quietly(self._tmp)
             raise error from None
+        self._dst = dst
         if self.band_names:
             for i, name in enumerate(self.band_names, start=1):
-                self._dst.set_band_description(i, name)
+                dst.set_band_description(i, name)
         return self
 
     def write(self, array: np.ndarray, row_off: int, col_off: int) -> None:

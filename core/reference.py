@@ -103,12 +103,13 @@ def make_reference_dsm(
     if mask_out is None:
         rasterize_to_file(cloud.xyz, grid, out, options, progress, is_cancelled)
         return grid
-    if not (cloud.classification == BUILDING_CLASS).any():
+    classification = cloud.classification
+    assert classification is not None  # an unclassified cloud with a mask output was refused above
+    if not np.any(classification == BUILDING_CLASS):
         raise InputError(
             f"{cloud.source}: no point has class 6 (building), so the building mask would be empty. "
             f"Is the file classified? Omit {param('building_mask_out')} otherwise."
         )
-    classification = cloud.classification
     with GeoTiffStreamWriter(mask_out, grid, dtype="uint8", nodata=None) as mask_writer:
 
         def write_mask(band_grid: GridSpec, sel: np.ndarray) -> None:

@@ -7,9 +7,16 @@ which also keeps DistributedDataParallel from waiting for their gradients.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+def _sub(module: nn.Module, name: str) -> nn.Module:
+    """The child module registered as ``name`` (the reference's layer names are built at run time)."""
+    return cast(nn.Module, module._modules[name])
 
 
 def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -61,13 +68,13 @@ class HourGlass(nn.Module):
         self.add_module(f"b3_{level}", ConvBlock(channels, channels, groups))
 
     def _run(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        up1 = self._modules[f"b1_{level}"](x)
-        low = self._modules[f"b2_{level}"](F.avg_pool2d(x, 2, stride=2))
+        up1 = _sub(self, f"b1_{level}")(x)
+        low = _sub(self, f"b2_{level}")(F.avg_pool2d(x, 2, stride=2))
         if level > 1:
             low = self._run(level - 1, low)
         else:
-            low = self._modules[f"b2_plus_{level}"](low)
-        low = self._modules[f"b3_{level}"](low)
+            low = _sub(self, f"b2_plus_{level}")(low)
+        low = _sub(self, f"b3_{level}")(low)
         return up1 + F.interpolate(low, scale_factor=2, mode="bicubic", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,9 +110,9 @@ class HGFilter(nn.Module):
         previous = self.conv4(self.conv3(x))
         out = previous
         for i in range(self.n_stacks):
-            ll = self._modules[f"top_m_{i}"](self._modules[f"m{i}"](previous))
-            ll = F.relu(self._modules[f"bn_end{i}"](self._modules[f"conv_last{i}"](ll)))
-            out = self._modules[f"l{i}"](ll)
+            ll = _sub(self, f"top_m_{i}")(_sub(self, f"m{i}")(previous))
+            ll = F.relu(_sub(self, f"bn_end{i}")(_sub(self, f"conv_last{i}")(ll)))
+            out = _sub(self, f"l{i}")(ll)
             if i < self.n_stacks - 1:
-                previous = previous + self._modules[f"bl{i}"](ll) + self._modules[f"al{i}"](out)
+                previous = previous + _sub(self, f"bl{i}")(ll) + _sub(self, f"al{i}")(out)
         return out
