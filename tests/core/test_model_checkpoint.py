@@ -1,7 +1,7 @@
 """Checkpoints: our format round trip, the authors' files loaded as they are, and clear errors.
 
 The reference-implementation files are synthesised from the published state-dict layouts
-(shared/reference/reference_state_dicts.json): random tensors of every listed shape under
+(tests/data/reference_state_dicts.json, vendored): random tensors of every listed shape under
 ``model``, plus the scalars the authors' trainer stores. No download is needed.
 """
 from __future__ import annotations
