@@ -9,8 +9,8 @@ Scenes (128 × 128 m at 0.5 m, the shipped ImpliCity-0 weights unless ``--model`
 For each: windows, decoder queries and queries per output pixel, seconds (best of ``--repeat``),
 the speed-up, the MedAE (and 95th percentile) between the two DSMs, the decoder's FLOP/s against
 this machine's measured float32 matmul peak, and seconds per km². ``--load`` adds the threads part:
-a fast run idle, then next to one busy competing process (a single-threaded spinner), with the
-engine's default thread policy and with torch's own default, and prints the slow-down factors.
+in a fresh process per setting (thread policy, OpenMP wait policy, nice), a fast run idle and one
+next to a busy competing process (a single-threaded spinner), and the slow-down factor.
 Prints numbers; asserts nothing.
 """
 from __future__ import annotations
@@ -143,28 +143,61 @@ def compare(name: str, cloud, extent, model, repeat: int, peak: float, tmp: Path
           "(1024² matmul); GFLOP/s above = decoder FLOPs / search seconds (search also holds the bookkeeping)")
 
 
-def load_test(cloud, extent, model, repeat: int, tmp: Path) -> None:
-    """Fast-mode time idle and next to one busy competitor, per thread policy."""
-    from implicity.core.reconstruct.threads import configure_threads
+LOAD_CONFIGS = (  # (label, threads policy, OMP_WAIT_POLICY, nice increment)
+    ("torch default: all cores, OpenMP default wait", "all", None, 0),
+    ("all cores, passive wait", "all", "PASSIVE", 0),
+    ("auto (free cores), passive wait [default]", "auto", "PASSIVE", 0),
+    ("auto, passive wait, nice +10", "auto", "PASSIVE", 10),
+)
 
-    print("\nThreads under load (fast mode, best of", repeat, "runs each):")
-    print(f"  {'policy':<34}{'idle s':>8}{'busy s':>8}{'ratio':>7}")
-    ctx = mp.get_context("spawn")
-    for policy in ("auto", "all"):
-        configure_threads(policy)
-        idle = run(cloud, extent, model, "fast", tmp / "idle.tif", repeat).seconds
+
+def load_child(policy: str, nice: int, repeat: int) -> None:
+    """In a fresh process (so the OpenMP setting applies): fast-mode seconds idle and next to one busy
+    single-threaded competitor; prints one JSON line."""
+    import json
+    import os
+
+    if nice:
+        os.nice(nice)
+    from implicity.core.shipped_models import default_model
+
+    model = default_model(0)
+    cloud, extent = nimes_scene()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        run(cloud, extent, model, "fast", tmp_path / "warm.tif", 1, threads=policy)
+        idle = run(cloud, extent, model, "fast", tmp_path / "idle.tif", repeat, threads=policy).seconds
+        ctx = mp.get_context("spawn")
         stop = ctx.Event()
         spinner = ctx.Process(target=_spin, args=(stop,), daemon=True)
         spinner.start()
-        time.sleep(0.5)
+        time.sleep(1.0)
         try:
-            busy = run(cloud, extent, model, "fast", tmp / "busy.tif", repeat).seconds
+            busy = run(cloud, extent, model, "fast", tmp_path / "busy.tif", repeat, threads=policy).seconds
         finally:
             stop.set()
             spinner.join(5)
-        label = f"{policy} ({torch.get_num_threads()} threads)"
-        print(f"  {label:<34}{idle:>8.2f}{busy:>8.2f}{busy / idle:>7.2f}")
-    configure_threads("auto")
+    print(json.dumps({"idle": idle, "busy": busy}))
+
+
+def load_test(repeat: int) -> None:
+    """Fast-mode time idle and next to one busy competitor, per thread / wait / priority setting."""
+    import json
+    import os
+    import subprocess
+
+    print(f"\nThreads under load: Nîmes 128 m, fast mode, best of {repeat} runs, one fresh process per setting; "
+          "competitor = one single-threaded busy loop")
+    print(f"  {'setting':<46}{'idle s':>8}{'busy s':>8}{'busy/idle':>11}")
+    for label, policy, wait, nice in LOAD_CONFIGS:
+        env = dict(os.environ)
+        env.pop("OMP_WAIT_POLICY", None)
+        if wait:
+            env["OMP_WAIT_POLICY"] = wait
+        cmd = [sys.executable, __file__, "--load-child", policy, "--nice", str(nice), "--repeat", str(repeat)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        print(f"  {label:<46}{r['idle']:>8.2f}{r['busy']:>8.2f}{r['busy'] / r['idle']:>11.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2, help="fast-mode runs per measurement (best is kept)")
     p.add_argument("--scenes", default="nimes,city")
     p.add_argument("--load", action="store_true", help="also measure the fast mode next to a busy process")
+    p.add_argument("--load-only", action="store_true", help="only the load part")
+    p.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.load_child:
+        load_child(args.load_child, args.nice, args.repeat)
+        return 0
+    if args.load_only:
+        load_test(args.repeat)
+        return 0
     from implicity.core.shipped_models import default_model
 
     model = args.model or default_model(0)
@@ -188,9 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             label, make = scenes[key]
             cloud, extent = make()
             compare(label, cloud, extent, model, args.repeat, peak, Path(tmp))
-        if args.load:
-            cloud, extent = nimes_scene()
-            load_test(cloud, extent, model, args.repeat, Path(tmp))
+    if args.load:
+        load_test(args.repeat)
     return 0
 
 

@@ -393,6 +393,10 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     if len(inputs.orthos) > 2:
         raise InputError(f"--ortho given {len(inputs.orthos)} times; ImpliCity uses 0, 1 or 2 ortho-images.")
     device, reason = resolve_device(options.device)
+    # Started now, so that by the first window it has watched the machine while the model and the
+    # points were loading (CPU only: a GPU run needs few CPU threads).
+    governor = ThreadGovernor(options.threads, options.reserve_cores, min_interval=0.1) \
+        if device.type == "cpu" else None
     if options.precision not in ("auto", "fp32") and device.type != "cuda":
         raise InputError(f"--precision {options.precision} needs a CUDA device; on {device} use auto (fp32).")
     log.info("reconstruct: device %s (%s)", device, reason)
@@ -437,8 +441,7 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
         ctx = WindowContext(model=model, device=device, runner=runner, grid=grid, options=options,
                             window_size=window_size, z_std=z_std, orthos=orthos,
                             with_confidence=conf_writer is not None, is_cancelled=is_cancelled,
-                            threads=ThreadGovernor(options.threads, options.reserve_cores)
-                            if device.type == "cpu" else None)
+                            threads=governor)
         if ctx.threads is not None:
             stack.callback(ctx.threads.restore)
 

@@ -52,20 +52,21 @@ class ThreadGovernor:
         self.policy = policy
         self.cores = max(1, available_cores() - max(0, int(reserve)))
         self.min_interval = min_interval
-        self._last: tuple[float, tuple[int, int] | None, float] | None = None
         self.history: list[int] = []
         self._initial = torch.get_num_threads()
-        if policy == "all":
-            torch.set_num_threads(self.cores)
-        elif policy != "auto":
-            torch.set_num_threads(max(1, int(policy)))
-        else:
-            torch.set_num_threads(self.cores)
-            self._last = (time.monotonic(), _busy_and_total_ticks(), _own_cpu_seconds())
+        # Nothing is changed before the first update (called per window, inside the run that
+        # restores the initial count): an error before the first window leaves torch as it was.
+        self._last: tuple[float, tuple[int, int] | None, float] | None = (
+            (time.monotonic(), _busy_and_total_ticks(), _own_cpu_seconds()) if policy == "auto" else None)
 
     def update(self) -> int:
         """Re-read the machine's load (auto policy) and set the thread count; returns it."""
-        if self.policy != "auto" or self._last is None:
+        if self.policy != "auto":
+            fixed = self.cores if self.policy == "all" else max(1, int(self.policy))
+            if torch.get_num_threads() != fixed:
+                torch.set_num_threads(fixed)
+            return fixed
+        if self._last is None:
             return torch.get_num_threads()
         now = time.monotonic()
         t0, ticks0, own0 = self._last
@@ -86,15 +87,17 @@ class ThreadGovernor:
         self.history.append(threads)
         return threads
 
-
     def restore(self) -> None:
         """Give torch back the thread count it had before (a library caller's setting)."""
         torch.set_num_threads(self._initial)
 
 
 def configure_threads(policy: str | int = "auto", reserve: int = 0) -> ThreadGovernor:
-    """A governor for ``policy`` with the thread count already set (see the module docstring)."""
-    return ThreadGovernor(policy, reserve)
+    """A governor for ``policy``; a fixed policy's thread count is set at once (see the module
+    docstring), ``auto`` sets it from its first measurement on."""
+    governor = ThreadGovernor(policy, reserve)
+    governor.update()
+    return governor
 
 
 def prefer_passive_waiting() -> None:
