@@ -44,6 +44,12 @@ GEODATA: tuple[Requirement, ...] = (
 #: The network (the reconstruction algorithm only). The CPU build is pinned: PyPI's Linux torch
 #: would pull several GB of CUDA libraries.
 NETWORK: tuple[Requirement, ...] = (Requirement("torch", "torch>=2.1", "the ImpliCity network (PyTorch)"),)
+#: Optional: only a reconstruction with 'Workers' or a 'Dask scheduler address' needs it. It is never
+#: part of what the plugin asks for up front; it is offered when one of those parameters is set.
+CLUSTER: tuple[Requirement, ...] = (
+    Requirement("distributed", "dask[distributed]>=2024.1", "optional: runs on a Dask cluster (Workers, scheduler)"),
+)
+OPTIONAL: tuple[Requirement, ...] = CLUSTER
 
 
 def default_deps_dir(profile_dir: str | os.PathLike[str]) -> Path:

@@ -60,7 +60,10 @@ def offer_install(missing: list[deps.Requirement], deps_dir: Path, parent: QWidg
 def check_and_offer(deps_dir: Path, parent: QWidget | None = None) -> bool:
     """Menu action: report that everything is present, or offer to install what is not."""
     absent = deps.missing(deps.GEODATA + deps.NETWORK)
+    optional = deps.missing(deps.OPTIONAL)
+    note = ("" if not optional else "\n\nOptional, not installed: " + ", ".join(f"{r.pip} ({r.why})" for r in optional)
+            + ". It is offered when a reconstruction sets 'Workers' or a 'Dask scheduler address'.")
     if not absent:
-        QMessageBox.information(parent, "ImpliCity", "All Python packages ImpliCity needs are installed.")
+        QMessageBox.information(parent, "ImpliCity", "All Python packages ImpliCity needs are installed." + note)
         return True
     return offer_install(absent, deps_dir, parent)

@@ -90,12 +90,31 @@ def gpu_worker_specs(devices: list[str], threads: int) -> dict[str, dict[str, An
             for d in devices}
 
 
+def _spawn_with_python() -> None:
+    """Worker processes are spawned with ``sys.executable``, which inside QGIS is the qgis binary:
+    point multiprocessing at the Python interpreter QGIS runs instead."""
+    import multiprocessing
+    import sys
+
+    if Path(sys.executable).name.lower().startswith("python"):
+        return
+    major, minor = sys.version_info[:2]
+    for prefix in (sys.exec_prefix, sys.base_exec_prefix):
+        for name in (f"python{major}.{minor}", f"python{major}", "python", "python.exe"):
+            for sub in ("bin", ""):
+                candidate = Path(prefix) / sub / name
+                if candidate.is_file():
+                    multiprocessing.set_executable(str(candidate))
+                    return
+
+
 def start_local_cluster(workers: int, threads: int, device: str):
     """A local cluster: one single-task process per worker (torch uses ``threads`` threads in each);
     with CUDA (``device`` not cpu), one worker per GPU: dask-cuda's LocalCUDACluster when
     installed, else one process per CUDA_VISIBLE_DEVICES entry. Returns (cluster, description)."""
     from distributed import LocalCluster, Scheduler, SpecCluster
 
+    _spawn_with_python()
     gpus = cuda_devices() if device != "cpu" else []
     if gpus:
         gpus = gpus[:workers]

@@ -11,7 +11,9 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
 )
 
 from ...core.errors import CancelledError, InputError
@@ -56,6 +58,8 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
     DEVICE = "DEVICE"
     MODE = "MODE"
     CONFIDENCE = "CONFIDENCE"
+    SCHEDULER = "SCHEDULER"
+    WORKERS = "WORKERS"
     REQUIREMENTS = deps.GEODATA + deps.NETWORK
     LABELS = {"orthos": "'Ortho-images'", "model": "'Model checkpoint'", "device": "'Device'",
               "confidence_path": "'Confidence'", "mode": "'Search mode'"}
@@ -82,6 +86,13 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             + "<b>Device</b>: auto (a CUDA GPU if present, else the CPU), cpu or cuda. The device used is logged.<br>"
             "<b>Search mode</b> (advanced): fast (default) or reference (the paper's generator, reproduced as a "
             "yardstick: many times slower, and without the fast mode's protection against pits).<br>"
+            "<b>Dask scheduler address</b> (advanced; empty = in this process): tcp://HOST:PORT of an existing Dask "
+            "cluster that computes the DSM in blocks of ~512 m; its workers must see the point-cloud file, the "
+            "model and the output folder at the same paths. <b>Workers</b> (advanced; 0 = in this process): start "
+            "that many local worker processes instead (one per GPU with CUDA). Either way the point cloud is "
+            "streamed from its file into per-block files beside the output (removed at the end), so it may be "
+            "larger than memory, and the result is the same DSM. Needs the optional package dask[distributed], "
+            "offered for installation when one of them is set.<br>"
             "<b>Confidence</b> (optional): raster in [0, 1], the occupancy just below minus just above the "
             "surface (1 = sharp, certain surface; 0 = a guess or a filled hole).<br>"
             "<b>DSM</b>: float32 Cloud-Optimized GeoTIFF in the point cloud's CRS (nodata -9999), added to the "
@@ -101,9 +112,34 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
                                                      defaultValue=DEVICES.index(DEFAULT_DEVICE)))
         self.addParameter(advanced(QgsProcessingParameterEnum(self.MODE, "Search mode", options=list(MODES),
                                                               defaultValue=MODES.index(DEFAULT_MODE))))
+        self.addParameter(advanced(QgsProcessingParameterString(
+            self.SCHEDULER, "Dask scheduler address (empty = in this process)", defaultValue="", optional=True)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.WORKERS, "Workers (local Dask processes; 0 = in this process)", QgsProcessingParameterNumber.Integer,
+            defaultValue=0, minValue=0, maxValue=1024)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.CONFIDENCE, "Confidence", optional=True,
                                                                   createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "DSM"))
+
+    def _cluster(self, parameters: dict, context: QgsProcessingContext):
+        """ClusterOptions for a Dask run, or None to reconstruct in this process."""
+        scheduler = (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip() \
+            if parameters.get(self.SCHEDULER) else ""
+        workers = self.parameterAsInt(parameters, self.WORKERS, context) if parameters.get(self.WORKERS) else 0
+        if not scheduler and not workers:
+            return None
+        from ...core.cluster.run import ClusterOptions
+
+        return ClusterOptions(workers=None if scheduler else workers, scheduler=scheduler or None)
+
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok and self._cluster(parameters, context) is not None:
+            try:  # the main thread: the place to offer installing the optional package
+                deps.require(deps.CLUSTER, offer_install=True)
+            except deps.MissingDependencies as exc:
+                return False, str(exc)
+        return ok, message
 
     def _orthos(self, parameters: dict, context: QgsProcessingContext) -> list:
         layers = self.parameterAsLayerList(parameters, self.ORTHOS, context) or []
@@ -112,6 +148,22 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
                 f"'Ortho-images': {len(layers)} layers selected; ImpliCity uses 0 (ImpliCity-0), 1 (mono) or "
                 "2 (stereo) ortho-images. Deselect the extra ones.")
         return layers
+
+    def point_cloud_header(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback):
+        """(path, CRS, extent in that CRS or None, PointInput, bounds) from the header alone, for a Dask run."""
+        from ...core.crs import parse_crs
+        from ...core.pointsources import probe_point_cloud
+
+        source = self.point_cloud_source(parameters, context)
+        info = probe_point_cloud(source.path)
+        crs = parse_crs(source.crs) or info.crs
+        if crs is None:
+            raise InputError(f"{source.path}: the point cloud has no coordinate reference system in its header. Give "
+                             "it with 'Point cloud CRS' (for example EPSG:2154 for Lambert-93).")
+        extent = self.extent_in(parameters, context, to_qgs_crs(crs))
+        count = f"{info.count:,} points, " if info.count else ""
+        feedback.pushInfo(f"Point cloud: {source.path} ({count}streamed by the Dask run)")
+        return source.path, crs, extent, source, info.bounds
 
     def _model(self, parameters: dict, context: QgsProcessingContext, n_images: int) -> Path:
         path = self.parameterAsFile(parameters, self.MODEL, context)
@@ -136,22 +188,37 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         conf = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
         self.check_outputs(parameters, context, [(out, "out_path"), (conf, "confidence_path")])
-        cloud, extent, source = self.read_point_cloud(parameters, context, feedback, margin_m=WINDOW_M,
-                                                      progress_end=READ_SHARE)
-        cloud_crs = to_qgs_crs(cloud.crs)
+        cluster = self._cluster(parameters, context)
+        if cluster is None:
+            cloud, extent, source = self.read_point_cloud(parameters, context, feedback, margin_m=WINDOW_M,
+                                                          progress_end=READ_SHARE)
+            points, points_crs, bounds = cloud, None, cloud.bounds
+        else:  # the workers stream the file: nothing is read here
+            deps.require(deps.CLUSTER)
+            points, points_crs, extent, source, bounds = self.point_cloud_header(parameters, context, feedback)
+            cloud = None
+        cloud_crs = to_qgs_crs(points_crs if cloud is None else cloud.crs)
         for i, layer in enumerate(orthos, start=1):
-            check_raster_overlap(layer, f"Ortho-image {i}", cloud_crs, extent or cloud.bounds, context, feedback)
+            if (extent or bounds) is not None:
+                check_raster_overlap(layer, f"Ortho-image {i}", cloud_crs, extent or bounds, context, feedback)
         feedback.setProgress(READ_SHARE)
         if feedback.isCanceled():
             raise CancelledError("reconstruction stopped by the user; no output was written")
         inputs = ReconstructionInputs(
-            points=cloud, model=str(model), out_path=out, resolution=self.parameterAsDouble(parameters, RESOLUTION, context),
+            points=points, points_crs=points_crs, model=str(model), out_path=out, resolution=self.parameterAsDouble(parameters, RESOLUTION, context),
             orthos=tuple(raster_path(layer) for layer in orthos), confidence_path=conf, extent=extent,
         )
         options = ReconstructionOptions(mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
                                         device=str(device), reserve_cores=1)
-        result = reconstruct_dsm(inputs, options, progress=progress_callback(feedback, READ_SHARE, 100.0),
-                                 is_cancelled=feedback.isCanceled)
+        if cluster is None:
+            result = reconstruct_dsm(inputs, options, progress=progress_callback(feedback, READ_SHARE, 100.0),
+                                     is_cancelled=feedback.isCanceled)
+        else:
+            from ...core.cluster.run import reconstruct_on_cluster
+
+            result = reconstruct_on_cluster(inputs, options, cluster,
+                                            progress=progress_callback(feedback, READ_SHARE, 100.0),
+                                            is_cancelled=feedback.isCanceled)
         feedback.pushInfo(
             f"DSM: {result.dsm_path} ({result.width} x {result.height} px); {result.tiles} windows "
             f"({result.tiles_skipped} without points) on {result.device} in {result.seconds:.1f} s")
