@@ -96,7 +96,8 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
         options, window_stride=options.stride() * k, overlap=options.blend_overlap() * k,
         reference_search=dataclasses.replace(ref, range_below=ref.range_below * k,
                                              range_above=ref.range_above * k, coarse_step=ref.coarse_step * k),
-        fast_search=dataclasses.replace(fast, max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k),
+        fast_search=dataclasses.replace(fast, max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k,
+                                        guard=fast.guard * k),
         evidence=dataclasses.replace(options.evidence, radius=options.evidence.radius * k,
                                      margin=options.evidence.margin * k, edge_width=options.evidence.edge_width * k),
         range_margin=options.range_margin * k, confidence_delta=options.confidence_delta * k,
@@ -138,7 +139,7 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     if fs.strategy == "guided":
         prior = decoder.prior_heights()  # the network's own surface prior, else the points' surface
         guess = (prior if prior is not None else ev.points_surface)[pixels]
-        res = guided_search(decoder, pixels, lo, hi, guess, fs.final_step, fs.guard)
+        res = guided_search(decoder, pixels, lo, hi, guess, fs.final_step, fs.guard, max_coarse_step=4 * fs.guard)
     else:
         n = coarse_count(lo, hi, fs.coarse_samples, fs.max_coarse_step)
         res = bracket_search(decoder, pixels, lo, hi, n, fs.final_step, fs.refine_factor, fs.interpolate)
@@ -203,6 +204,12 @@ def _validate(options: ReconstructionOptions) -> None:
     fs = options.fast_search
     _number(fs.final_step, "fast_search.final_step", 0.001)
     _number(fs.max_coarse_step, "fast_search.max_coarse_step", 0.0, low_inclusive=False)
+    _number(fs.guard, "fast_search.guard", 0.0, low_inclusive=False, high=1000.0)
+    if fs.strategy not in ("guided", "bisection"):
+        raise InputError(f"{param('fast_search')}: strategy '{fs.strategy}': use guided or bisection.")
+    if not (options.threads in ("auto", "all") or (isinstance(options.threads, int) and options.threads >= 1)):
+        raise InputError(f"{param('threads')} '{options.threads}': use auto, all or a number of threads >= 1.")
+    _number(options.reserve_cores, "reserve_cores", 0.0, high=4096.0)
     if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
         raise InputError(f"{param('fast_search')}: coarse_samples and refine_factor must be at least 2.")
     ev = options.evidence
