@@ -9,8 +9,9 @@ import torch
 from implicity.core.errors import InputError
 from implicity.core.model import build_model, load_model_config, normalize_image
 from implicity.core.model.prior import cell_lower_median, surface_prior
+from implicity.core.normalization import DEFAULT_Z_STD
 
-Z_STD = 29.83779098
+Z_STD = DEFAULT_Z_STD
 
 
 def _plane_points(n: int = 4000, seed: int = 0, height: float = 0.2) -> torch.Tensor:

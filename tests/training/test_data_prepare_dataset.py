@@ -9,13 +9,14 @@ import rasterio
 
 from implicity.cli import main as cli_main
 from implicity.core.errors import InputError
+from implicity.core.normalization import DEFAULT_Z_STD
 from implicity.core.reconstruct.decoding import WindowFrame, image_normalizer
 from implicity.training.data.dataset import PatchDataset, augment_grid, augment_xy
 from implicity.training.data.prepare import prepare_dataset
 from implicity.training.data.store import FORMAT_NAME, FORMAT_VERSION, PatchData, load_patch, save_patch, write_manifest
 from implicity.training.data.synthetic_city import CityConfig, generate_city
 
-Z_STD = 29.83779098
+Z_STD = DEFAULT_Z_STD  # the reference implementation's height scale, prepare's default
 
 TINY_CONFIG = """
 output: {out}
