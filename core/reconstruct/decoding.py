@@ -10,22 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, param
+from ..normalization import normalize_image
 from .device import BatchRunner, precision_context
-
-
-class OccupancyModel(Protocol):
-    n_images: int
-    config: Any
-
-    def encode(self, points: torch.Tensor, images: torch.Tensor | None) -> Any: ...
-
-    def decode(self, query: torch.Tensor, features: Any) -> torch.Tensor: ...
 
 
 def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
@@ -33,7 +25,7 @@ def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
         if not path.is_file():
-            raise InputError(f"--model {path}: file not found. Give a trained checkpoint (.pt).")
+            raise InputError(f"{param('model')} {path}: file not found. Give a trained checkpoint (.pt).")
         from ..model import load_model
 
         loaded, _config = load_model(path, device=str(device))
@@ -43,7 +35,7 @@ def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
         name = type(model).__name__
     for attr in ("encode", "decode", "n_images", "config"):
         if not hasattr(model, attr):
-            raise InputError(f"--model {name}: not an occupancy model (it has no '{attr}').")
+            raise InputError(f"{param('model')} {name}: not an occupancy model (it has no '{attr}').")
     if isinstance(model, torch.nn.Module):
         # Channels-last convolution weights: the U-Net and hourglass run ~25 % faster on oneDNN
         # (and on tensor cores), with the same results up to float rounding.
@@ -52,20 +44,13 @@ def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
 
 
 def image_normalizer(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The model's intensity normalisation for ortho-images (its training statistics)."""
+    """The model's intensity normalisation for ortho-images: its own method if it has one (test
+    models), else the one of ``core/normalization.py`` that training used, with its config."""
     own = getattr(model, "normalize_image", None)
     if callable(own):
         return own
-    try:
-        from ..model import normalize_image  # type: ignore[attr-defined]
-    except ImportError:
-        normalize_image = None
-    if normalize_image is not None:
-        config = model.config
-        return lambda img: np.asarray(normalize_image(img, config))
-    mean = float(getattr(model.config, "image_mean", 0.0))
-    std = float(getattr(model.config, "image_std", 1.0)) or 1.0
-    return lambda img: (img - mean) / std
+    config = model.config
+    return lambda img: np.asarray(normalize_image(img, config))
 
 
 @dataclass
