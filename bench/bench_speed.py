@@ -8,7 +8,7 @@ Scenes (128 × 128 m at 0.5 m, the shipped ImpliCity-0 weights unless ``--model`
 
 For each: windows, decoder queries and queries per output pixel, seconds (best of ``--repeat``),
 the speed-up, the MedAE (and 95th percentile) between the two DSMs, the decoder's FLOP/s against
-this machine's measured float32 matmul peak, and seconds per km². ``--load`` adds the threads part:
+this machine's measured float32 matmul peak, and seconds per km². Then (unless ``--no-load``) the threads part:
 in a fresh process per setting (thread policy, OpenMP wait policy, nice), a fast run idle and one
 next to a busy competing process (a single-threaded spinner), and the slow-down factor.
 Prints numbers; asserts nothing.
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped ImpliCity-0)")
     p.add_argument("--repeat", type=int, default=2, help="fast-mode runs per measurement (best is kept)")
     p.add_argument("--scenes", default="nimes,city")
-    p.add_argument("--load", action="store_true", help="also measure the fast mode next to a busy process")
+    p.add_argument("--no-load", action="store_true", help="skip the threads-under-load part")
     p.add_argument("--load-only", action="store_true", help="only the load part")
     p.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             label, make = scenes[key]
             cloud, extent = make()
             compare(label, cloud, extent, model, args.repeat, peak, Path(tmp))
-    if args.load:
+    if not args.no_load:
         load_test(args.repeat)
     return 0
 
