@@ -108,6 +108,18 @@ def _spawn_with_python() -> None:
                     return
 
 
+def worker_environment(threads: int):
+    """Dask config for the local workers' environment: torch's thread count, idle OpenMP threads that
+    sleep instead of spinning (other processes share the cores), and NOT Dask's default
+    ``MALLOC_TRIM_THRESHOLD_``, which pins glibc's mmap threshold. Kept for the whole run: a worker
+    that is restarted after a crash gets the same environment."""
+    import dask
+
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    return dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+
+
 def start_local_cluster(workers: int, threads: int, device: str):
     """A local cluster: one single-task process per worker (torch uses ``threads`` threads in each);
     with CUDA (``device`` not cpu), one worker per GPU: dask-cuda's LocalCUDACluster when
@@ -132,6 +144,18 @@ def start_local_cluster(workers: int, threads: int, device: str):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     return cluster, f"local cluster of {workers} worker processes × {threads} torch thread(s)"
+
+
+def print_cluster_summary(result) -> None:
+    """The blocks and the peak memory of this process and of every worker process (CLI)."""
+    from .tasks import peak_rss_mb
+
+    stats = result.stats
+    workers = {k[len("peak_rss_mb["):-1]: v for k, v in stats.items() if k.startswith("peak_rss_mb[")}
+    print(f"Blocks: {int(stats.get('blocks', 0))} on {len(workers)} worker process(es); peak RSS of this process "
+          f"{peak_rss_mb():.0f} MB")
+    for name, mb in sorted(workers.items()):
+        print(f"  worker {name} peak RSS {mb:.0f} MB")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -269,6 +293,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
             quiet = logging.getLogger("distributed")
             stack_logs.callback(quiet.setLevel, quiet.level)
             quiet.setLevel(logging.ERROR)  # the scheduler runs in this process: its INFO lines are noise here
+            stack_logs.enter_context(worker_environment(threads))
             local, where = start_local_cluster(cluster.workers, threads, options.device)
             client = Client(local)
         log.info("reconstruct: %d blocks of up to %d windows (%d windows) on a %s", len(blocks),
@@ -368,7 +393,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
     for worker, mb in sorted(rss.items()):
         stats[f"peak_rss_mb[{worker}]"] = mb
     return ReconstructionResult(
-        dsm_path=Path(out), confidence_path=Path(conf_path) if conf_path else None, device=f"Dask ({where}; {device})",
-        device_reason=f"{len(blocks)} blocks on {where}", mode=options.mode, tiles=tiles, tiles_skipped=skipped,
+        dsm_path=Path(out), confidence_path=Path(conf_path) if conf_path else None, device=f"{device} on Dask workers",
+        device_reason=where, mode=options.mode, tiles=tiles, tiles_skipped=skipped,
         seconds=time.perf_counter() - t_start, width=grid.width, height=grid.height, stats=stats,
     )

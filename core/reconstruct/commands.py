@@ -151,4 +151,8 @@ def _run(args: argparse.Namespace) -> int:
           f"{result.tiles} windows ({result.tiles_skipped} without points) in {result.seconds:.1f} s")
     if result.confidence_path:
         print(f"Confidence written: {result.confidence_path}")
+    if cluster is not None:
+        from ..cluster.run import print_cluster_summary
+
+        print_cluster_summary(result)
     return 0
