@@ -83,7 +83,9 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "must match the model: ImpliCity-0 none, ImpliCity-mono one, ImpliCity-stereo two.<br>"
             "<b>Model checkpoint</b> (optional): a trained .pt file; empty = the model shipped with the plugin "
             "for that number of images (ImpliCity-0, -mono or -stereo).<br>" + RESOLUTION_HELP + EXTENT_HELP
-            + "<b>Device</b>: auto (a CUDA GPU if present, else the CPU), cpu or cuda. The device used is logged.<br>"
+            + "<b>Device</b>: auto (a CUDA GPU if present, else the CPU), cpu or cuda. The device used is logged. "
+            "On the CPU it runs in the background on the cores other programs leave free, and always leaves "
+            "one core to QGIS, so the map stays responsive.<br>"
             "<b>Search mode</b> (advanced): fast (default) or reference (the paper's generator, reproduced as a "
             "yardstick: many times slower, and without the fast mode's protection against pits).<br>"
             "<b>Dask scheduler address</b> (advanced; empty = in this process): tcp://HOST:PORT of an existing Dask "
