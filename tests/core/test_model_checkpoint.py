@@ -31,9 +31,7 @@ from implicity.core.model import (
 )
 from implicity.core.model.checkpoint import describe_checkpoint
 from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
-
-VARIANT_NAMES = {0: "ImpliCity-0", 1: "ImpliCity-mono", 2: "ImpliCity-stereo"}
-
+from implicity.core.vocabulary import VARIANT_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from implicity.core.commands import add_quiet_arg
+
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare_dataset
@@ -48,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG.yaml", help="Prepare config (see training/data/configs/).")
     p.add_argument("--out", default=None, metavar="DIR", help="Output folder (default: the config's 'output').")
     p.add_argument("--force", action="store_true", help="Rebuild even if the dataset is up to date.")
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_quiet_arg(p)
     p.set_defaults(run=_run_prepare)
 
     p = subparsers.add_parser(

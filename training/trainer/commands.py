@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from implicity.core.commands import add_quiet_arg
+
 
 def _run_train(args: argparse.Namespace) -> int:
     from implicity.core.errors import InputError, param
@@ -43,5 +45,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Prepared patches (folder or manifest from `implicity prepare`; overrides data.root).")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="Optimizer steps to train in total (overrides schedule.max_steps; e.g. to extend a run).")
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_quiet_arg(p)
     p.set_defaults(run=_run_train)
