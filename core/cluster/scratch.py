@@ -82,7 +82,7 @@ def body_from_tails(low: np.ndarray, high: np.ndarray, n: int, max_gap: float,
     lows = lo_sorted[:k + 1]
     gaps = np.flatnonzero(np.diff(lows) > max_gap)
     n_below = int(gaps[-1] + 1) if gaps.size else 0
-    highs = hi_sorted[hi_sorted.size - (k + 1):]
+    highs = hi_sorted[max(0, hi_sorted.size - (k + 1)):]
     gaps = np.flatnonzero(np.diff(highs) > max_gap)
     n_above = int(highs.size - 1 - gaps[0]) if gaps.size else 0
     return AxisBody(float(lows[n_below]), float(highs[highs.size - 1 - n_above]), n_below, n_above)
