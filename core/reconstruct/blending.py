@@ -14,9 +14,12 @@ import numpy as np
 
 from ..gridding import fill_holes
 
-FIXED_BITS = 30  # heights and weights are summed as integers of 2**-30 (~1e-9): exact, in any order
+# Heights and weights are summed as integers of 2**-40 (~1e-12): exact, in any order. 40 bits, not
+# fewer: the reference mode's corner pixels weigh 0.001² = 1e-6, and at 2**-30 that weight alone
+# was rounded by 5e-4 of itself, moving those heights by 2 cm.
+FIXED_BITS = 40
 _FIXED = float(2 ** FIXED_BITS)
-MAX_ABS_HEIGHT = 2.0 ** 26  # |height| above this could overflow the integer sums of up to 64 windows
+MAX_ABS_HEIGHT = 2.0 ** 16  # |height| above this could overflow the integer sums of up to 64 windows
 
 
 def _fixed(values: np.ndarray) -> np.ndarray:
@@ -26,7 +29,7 @@ def _fixed(values: np.ndarray) -> np.ndarray:
 class BlendAccumulator:
     """Σ w·h, Σ w (and Σ w·c for confidence) for output rows [base, base + n), columns [col0, col0 + width).
 
-    The sums are integers (fixed point, 2**-30): integer addition is exact and associative, so the
+    The sums are integers (fixed point, 2**-40): integer addition is exact and associative, so the
     blended result does not depend on the order the windows are added in. That is what makes a run
     cut into blocks (``core/cluster``: each block sums its own windows, the client adds the blocks'
     sums) give the very same DSM as one process, bit for bit.

@@ -3,8 +3,9 @@
 The DSM of a validation patch is found with the reference's coarse-to-fine vertical search
 (a coarse ladder of heights, then refinement rounds that divide the step by 4 and test
 -1..+3 steps around the current estimate) on the patch's own (R, R) reference-DSM grid.
-The search itself is the reconstruction engine's (:func:`core.reconstruct.search.reference_search`);
-what is left out is the engine's sliding-window merging: each validation patch is decoded whole.
+The search itself is the reconstruction engine's reference search, the paper's
+(:func:`core.reconstruct.original.original_search`); what is left out is the engine's sliding-window
+merging: each validation patch is decoded whole.
 """
 from __future__ import annotations
 
@@ -56,24 +57,26 @@ def search_patch_dsm(decode: DecodeFn, resolution: int, z_std: float, cfg: Valid
     Uses the reconstruction engine's reference search, so validation measures what the engine
     will produce. Pixel (row, col) centre: x = (col + 0.5) / R, y = 1 - (row + 0.5) / R.
     """
-    from implicity.core.reconstruct.search import reference_search
+    from implicity.core.reconstruct.options import ReferenceSearchOptions
+    from implicity.core.reconstruct.original import original_search
 
     r = resolution
     centres = (np.arange(r, dtype=np.float64) + 0.5) / r
     ys, xs = np.meshgrid(1.0 - centres, centres, indexing="ij")
     pixels = np.stack([xs.reshape(-1), ys.reshape(-1)], axis=1)        # (P, 2)
 
-    def evaluate_field(pix: np.ndarray, heights: np.ndarray) -> np.ndarray:  # (P,2),(P,K) -> (P,K)
+    def evaluate_field(index: np.ndarray, heights: np.ndarray) -> np.ndarray:  # (P,), (P,K) -> (P,K)
         k = heights.shape[1]
-        q = np.concatenate([np.repeat(pix, k, axis=0), heights.reshape(-1, 1)], axis=1)
+        q = np.concatenate([np.repeat(pixels[index], k, axis=0), heights.reshape(-1, 1)], axis=1)
         logits = _decode_chunked(decode, torch.as_tensor(q, dtype=torch.float32, device=device), cfg.query_chunk)
-        return logits.cpu().numpy().reshape(pix.shape[0], k)
+        return logits.cpu().numpy().reshape(index.shape[0], k)
 
-    step = cfg.coarse_step_m / z_std
-    lo = np.full(pixels.shape[0], cfg.z_min_m / z_std)
-    n_coarse = int(math.floor((cfg.z_max_m - cfg.z_min_m) / cfg.coarse_step_m + 1e-9)) + 1
-    heights = reference_search(evaluate_field, pixels, lo, n_coarse, step, cfg.refinements,
-                               factor=4, offsets=(-1, 0, 1, 2, 3))
+    search = ReferenceSearchOptions(range_below=-cfg.z_min_m, range_above=cfg.z_max_m,
+                                    coarse_step=cfg.coarse_step_m, refinements=cfg.refinements)
+    n_coarse = int(math.floor((cfg.z_max_m - cfg.z_min_m) / cfg.coarse_step_m + 1e-9)) + 1  # z_max included
+    heights, empty = original_search(evaluate_field, pixels.shape[0], z_std, search, lo_offset=-cfg.z_min_m,
+                                     n_coarse=n_coarse)
+    heights = np.where(empty, np.nan, heights)
     return torch.as_tensor(heights.reshape(r, r), dtype=torch.float32, device=device)
 
 
