@@ -30,13 +30,13 @@ class LocalDecoder(nn.Module):
         self.fc_out = nn.Linear(hidden_dim, n_classes)
 
     def forward(self, query: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """query (B, M, 3), sampled features c (B, M, feature_dim) → (B, M, n_classes)."""
+        """Query (B, M, 3), sampled features c (B, M, feature_dim) → (B, M, n_classes)."""
         net = self.fc_p(query.to(c.dtype))
         for fc_c, block in zip(self.fc_c, self.blocks):
             net = block(net + fc_c(c))
         return self.fc_out(F.relu(net))
 
-    def columns(self, xy: torch.Tensor, c: torch.Tensor) -> "DecoderColumns":
+    def columns(self, xy: torch.Tensor, c: torch.Tensor) -> DecoderColumns:
         """The part of :meth:`forward` that does not depend on the query's height, for P columns:
         xy (P, 2) and their sampled features c (P, feature_dim)."""
         w = self.fc_p.weight.to(c.dtype)
@@ -50,11 +50,11 @@ class DecoderColumns:
     blocks. Why: the DSM search asks ~5–30 heights per pixel, and the feature sampling and the
     feature projections (``fc_c``), 40 % of the decoder's work, are the same for all of them."""
 
-    def __init__(self, decoder: LocalDecoder, base: torch.Tensor, w_z: torch.Tensor, per_block: torch.Tensor):
+    def __init__(self, decoder: LocalDecoder, base: torch.Tensor, w_z: torch.Tensor, per_block: torch.Tensor) -> None:
         self.decoder, self.base, self.w_z, self.per_block = decoder, base, w_z, per_block
 
     def __call__(self, columns: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """columns (Q,) indices, z (Q, K) heights as the decoder sees them → (Q, K, n_classes)."""
+        """Columns (Q,) indices, z (Q, K) heights as the decoder sees them → (Q, K, n_classes)."""
         net = torch.addcmul(self.base[columns][:, None, :], z.to(self.base.dtype)[..., None], self.w_z)
         per_block = self.per_block[:, columns].unsqueeze(2)  # one gather: (n_blocks, Q, 1, hidden)
         for i, block in enumerate(self.decoder.blocks):

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from implicity.core.errors import InputError
-
+from ..errors import InputError
+from ..vocabulary import VARIANT_KINDS, VARIANT_NAMES
 from .config import ModelConfig
-from .decoder import LocalDecoder, sample_plane
+from .decoder import DecoderColumns, LocalDecoder, sample_plane
 from .image_encoder import HGFilter
 from .point_encoder import LocalPoolPointNet
 from .prior import clamp_to_prior, surface_prior
@@ -30,7 +30,7 @@ class EncodedPatch:
     image: torch.Tensor | None = None    # (B, feature_dim, S/4, S/4), rows south → north
     prior: torch.Tensor | None = None    # (B, 1, R, R) robust surface in normalised z (height_reference: prior)
 
-    def to(self, device: "torch.device | str") -> "EncodedPatch":
+    def to(self, device: torch.device | str) -> EncodedPatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
@@ -121,7 +121,7 @@ class ImpliCityNet(nn.Module):
         out = self.decoder(query, c)
         return out.squeeze(-1) if self.config.n_classes == 1 else out
 
-    def decode_columns(self, xy: torch.Tensor, features: EncodedPatch) -> "ColumnDecoder":
+    def decode_columns(self, xy: torch.Tensor, features: EncodedPatch) -> ColumnDecoder:
         """A decoder for many heights over the same P pixels: xy (P, 2) normalised, one patch.
 
         Equal to :meth:`decode` (up to float rounding) on queries (xy[i], z): the features, the
@@ -141,7 +141,8 @@ class ImpliCityNet(nn.Module):
 class ColumnDecoder:
     """``(columns (Q,), z (Q, K) normalised) -> logits (Q, K)`` (or (Q, K, 3) for 3 classes)."""
 
-    def __init__(self, columns, prior: torch.Tensor | None, prior_scale: float, n_classes: int):
+    def __init__(self, columns: DecoderColumns, prior: torch.Tensor | None, prior_scale: float,
+                 n_classes: int) -> None:
         self.columns, self.prior, self.prior_scale, self.n_classes = columns, prior, prior_scale, n_classes
 
     def __call__(self, columns: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -151,9 +152,9 @@ class ColumnDecoder:
         return out.squeeze(-1) if self.n_classes == 1 else out
 
 
-def image_count_message(expected: int, got: "int | str") -> str:
+def image_count_message(expected: int, got: int | str) -> str:
     """'model expects 2 ortho-images (stereo), got 1' — shared by the network and the loader."""
-    kind = {0: "ImpliCity-0", 1: "mono", 2: "stereo"}.get(expected, f"{expected} images")
+    kind = {0: VARIANT_NAMES[0], **{n: VARIANT_KINDS[n] for n in (1, 2)}}.get(expected, f"{expected} images")
     plural = "" if expected == 1 else "s"
     return f"model expects {expected} ortho-image{plural} ({kind}), got {got}"
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..gridding import fill_holes
+from ..gridding import fill_halo, fill_holes
 
 # Heights and weights are summed as integers of 2**-40 (~1e-12): exact, in any order. 40 bits, not
 # fewer: the reference mode's corner pixels weigh 0.001² = 1e-6, and at 2**-30 that weight alone
@@ -130,7 +130,7 @@ class FillingRowSink:
         self.fill = fill
         self.max_px = max_distance_px
         # IDW looks up to 2·max + 2 pixels away (see core.gridding.rasterize_to_file).
-        self.halo = 0 if fill == "none" else int(np.ceil(2 * max_distance_px + 3))
+        self.halo = 0 if fill == "none" else fill_halo(max_distance_px)
         self.total = total_rows
         self._start = 0  # first row held in the buffer (context rows included)
         self._written = 0  # rows [0, written) are on disk

@@ -39,7 +39,8 @@ def load_occupancy_model(model: Any, device: torch.device) -> tuple[Any, str]:
     if isinstance(model, torch.nn.Module):
         # Channels-last convolution weights: the U-Net and hourglass run ~25 % faster on oneDNN
         # (and on tensor cores), with the same results up to float rounding.
-        model = model.to(device).eval().to(memory_format=torch.channels_last)
+        model = model.to(device).eval()
+        model.to(memory_format=torch.channels_last)
     return model, name
 
 
@@ -74,7 +75,7 @@ class WindowDecoder:
 
     def __init__(self, model: Any, features: Any, frame: WindowFrame, xy: np.ndarray,
                  device: torch.device, runner: BatchRunner, precision: str, xy_is_normalized: bool = False,
-                 columns: bool = True):
+                 columns: bool = True) -> None:
         """``xy``: (P, 2) map coordinates of the pixels, or, with ``xy_is_normalized``, their float32
         window coordinates in [0, 1] as given (the reference mode passes the paper's own).
         ``columns=False`` runs the whole decoder on every query, as the paper's generator does."""
@@ -114,19 +115,20 @@ class WindowDecoder:
         q, k = zn.shape
         if q == 0:
             return np.zeros((0, k), np.float32)
-        zn = to_device(np.ascontiguousarray(zn, dtype=np.float32), self.device)
+        z = to_device(np.ascontiguousarray(zn, dtype=np.float32), self.device)
         idx = to_device(np.ascontiguousarray(pixels), self.device)
-        if self.columns is not None:
+        columns = self.columns
+        if columns is not None:
             self.queries += q * k
 
             def run_columns(a: int, b: int) -> torch.Tensor:
                 with precision_context(self.device, self.precision):
-                    out = self.columns(idx[a:b], zn[a:b])
+                    out = columns(idx[a:b], z[a:b])
                 return occupancy_logit(out.reshape(1, (b - a) * k, -1)).reshape(-1).float()
 
             return torch.cat(self.runner.map(q, run_columns, unit=k)).reshape(q, k).cpu().numpy()
         xy = self.xy[idx]
-        query = torch.cat([xy[:, None, :].expand(q, k, 2), zn[..., None]], dim=-1).reshape(1, q * k, 3)
+        query = torch.cat([xy[:, None, :].expand(q, k, 2), z[..., None]], dim=-1).reshape(1, q * k, 3)
         self.queries += q * k
 
         def run(a: int, b: int) -> torch.Tensor:

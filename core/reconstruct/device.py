@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Callable, TypeVar
 
 import torch
 
@@ -90,7 +91,7 @@ class BatchRunner:
     (well under a second) instead of at the end of a 64 m window.
     """
 
-    def __init__(self, device: torch.device, batch_size: int, is_cancelled: Callable[[], bool] | None = None):
+    def __init__(self, device: torch.device, batch_size: int, is_cancelled: Callable[[], bool] | None = None) -> None:
         self.device = device
         self.batch_size = batch_size
         self.halvings = 0

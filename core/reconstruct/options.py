@@ -43,9 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Mode = Literal["fast", "reference"]
-FillMethod = Literal["idw", "nearest", "none"]
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+from ..vocabulary import FillMethod, Mode, Precision
 
 
 @dataclass(frozen=True)
@@ -99,17 +97,18 @@ class ReconstructionInputs:
 
     points: Any  # path to LAS/LAZ/PLY/NPZ or a core.pointcloud.PointCloud
     model: Any  # checkpoint path or a loaded model object (encode/decode/n_images/config)
-    out_path: "str | os.PathLike[str]"
+    out_path: str | os.PathLike[str]
     resolution: float
     points_crs: Any = None  # overrides/supplies the cloud's CRS (e.g. "EPSG:2154")
-    orthos: tuple["str | os.PathLike[str]", ...] = ()  # 0, 1 (mono) or 2 (stereo) ortho-images
-    confidence_path: "str | os.PathLike[str] | None" = None
-    extent: "str | tuple[float, float, float, float] | None" = None  # in the cloud's CRS
+    orthos: tuple[str | os.PathLike[str], ...] = ()  # 0, 1 (mono) or 2 (stereo) ortho-images
+    confidence_path: str | os.PathLike[str] | None = None
+    extent: str | tuple[float, float, float, float] | None = None  # in the cloud's CRS
 
 
 @dataclass(frozen=True)
 class ReconstructionOptions:
-    """How to reconstruct. ``None`` values take the mode's default (see :meth:`resolved`)."""
+    """How to reconstruct. ``None`` values take the mode's default (see :meth:`stride` and
+    :meth:`blend_overlap`)."""
 
     mode: Mode = "fast"
     device: str = "auto"  # auto | cpu | cuda | cuda:N

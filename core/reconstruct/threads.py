@@ -47,7 +47,7 @@ def _own_cpu_seconds() -> float:
 class ThreadGovernor:
     """Keeps ``torch.get_num_threads()`` at the number of cores other processes leave free."""
 
-    def __init__(self, policy: str | int = "auto", reserve: int = 0, min_interval: float = 0.2):
+    def __init__(self, policy: str | int = "auto", reserve: int = 0, min_interval: float = 0.2) -> None:
         """``reserve``: cores left alone in any case (the QGIS plugin keeps one for the desktop)."""
         self.policy = policy
         self.cores = max(1, available_cores() - max(0, int(reserve)))

@@ -202,7 +202,7 @@ class PointIndex:
     kilometres) to halve the memory of a second copy of a large cloud.
     """
 
-    def __init__(self, xyz: np.ndarray, bounds: tuple[float, float, float, float], bin_size: float):
+    def __init__(self, xyz: np.ndarray, bounds: tuple[float, float, float, float], bin_size: float) -> None:
         xmin, ymin, xmax, ymax = bounds
         keep = (xyz[:, 0] >= xmin) & (xyz[:, 0] < xmax) & (xyz[:, 1] >= ymin) & (xyz[:, 1] < ymax)
         pts = xyz[keep]
