@@ -78,7 +78,7 @@ def run_cli(args: list[str], log: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    workers = [float(m) for m in re.findall(r"worker \S+ peak RSS (\d+(?:\.\d+)?) MB", proc.stdout)]
+    workers = [float(m) for m in re.findall(r"^  worker \S+ peak RSS (\d+(?:\.\d+)?) MB", proc.stdout, re.M)]
     return {"wall": wall, "rss_mb": int(rss.group(1)) / 1024 if rss else float("nan"), "workers_mb": workers,
             "stdout": proc.stdout}
 
@@ -124,7 +124,7 @@ def part_big(work: Path, side: float, density: float, resolution: float) -> None
     print(f"  --workers 2 at {resolution:g} m: {r['wall']:.1f} s = {r['wall'] / km2:.1f} s/km²; peak RSS client "
           f"{r['rss_mb']:.0f} MB, workers " + ", ".join(f"{w:.0f}" for w in r["workers_mb"]) + " MB")
     for line in r["stdout"].splitlines():
-        if line.startswith(("DSM written", "Blocks", "Device")):
+        if line.startswith(("DSM written", "Blocks", "Device", "  worker")):
             print("  " + line)
 
 
