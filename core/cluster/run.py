@@ -152,7 +152,8 @@ def print_cluster_summary(result) -> None:
 
     stats = result.stats
     workers = {k[len("peak_rss_mb["):-1]: v for k, v in stats.items() if k.startswith("peak_rss_mb[")}
-    print(f"Blocks: {int(stats.get('blocks', 0))} on {len(workers)} worker process(es); peak RSS of this process "
+    print(f"Blocks: {int(stats.get('blocks', 0))} on {len(workers)} worker process(es); splitting the "
+          f"{int(stats.get('points', 0)):,} points took {stats.get('split_s', 0.0):.1f} s; peak RSS of this process "
           f"{peak_rss_mb():.0f} MB")
     for name, mb in sorted(workers.items()):
         print(f"  worker {name} peak RSS {mb:.0f} MB")
@@ -238,6 +239,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
             report(SPLIT_SHARE * f, m)
 
         st = scratch.write(src.chunks, src.total, keep_region, split_progress, is_cancelled)
+        split_s = time.perf_counter() - t_start
         if st.n_finite == 0:
             raise InputError(f"{src.source}: the point cloud contains no (finite) points.")
         if st.n_read > st.n_finite:
@@ -388,7 +390,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
         stack_logs.close()
     device = options.device
     stats = dict(result_stats)
-    stats.update(points=st.n_read, points_kept=st.n_kept, blocks=len(blocks), filled_pixels=sink.filled_pixels,
+    stats.update(split_s=split_s, points=st.n_read, points_kept=st.n_kept, blocks=len(blocks), filled_pixels=sink.filled_pixels,
                  empty_pixels=sink.empty_pixels, workers=len(rss))
     for worker, mb in sorted(rss.items()):
         stats[f"peak_rss_mb[{worker}]"] = mb
