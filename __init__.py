@@ -10,11 +10,6 @@ __version__ = "0.1.0"
 
 def classFactory(iface):
     """QGIS plugin entry point; imported lazily so headless use never touches QGIS."""
-    import os
-
-    # Before torch loads in QGIS: idle OpenMP threads sleep rather than spin, so the desktop keeps
-    # its share of the CPU (the engine also leaves one core free there, core/reconstruct/threads.py).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .implicity_qgis.plugin import ImpliCityPlugin
 
     return ImpliCityPlugin(iface)

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -87,9 +86,6 @@ def _configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; user errors become one line on stderr and exit code 2 (130 when cancelled)."""
-    # Idle OpenMP threads sleep instead of spinning at barriers (the engine sizes its threads to the
-    # cores other processes leave free, core/reconstruct/threads.py); effective only before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()

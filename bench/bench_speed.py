@@ -146,7 +146,8 @@ def compare(name: str, cloud, extent, model, repeat: int, peak: float, tmp: Path
 LOAD_CONFIGS = (  # (label, threads policy, OMP_WAIT_POLICY, nice increment)
     ("torch default: all cores, OpenMP default wait", "all", None, 0),
     ("all cores, passive wait", "all", "PASSIVE", 0),
-    ("auto (free cores), passive wait [default]", "auto", "PASSIVE", 0),
+    ("auto (free cores), OpenMP default wait [default]", "auto", None, 0),
+    ("auto (free cores), passive wait", "auto", "PASSIVE", 0),
     ("auto, passive wait, nice +10", "auto", "PASSIVE", 10),
 )
 

@@ -1,12 +1,16 @@
 """CPU threads that share the machine: as many intra-op threads as there are cores nobody else uses.
 
-Why: torch's parallel regions end at a barrier, so with one thread per core a single busy process
-on one core slows every region to the pace of the thread that shares that core (measured: 3× the
-idle time with one competitor on 2 cores, 20× under heavy load, before this module). The
+Why: torch's parallel regions end at a barrier where OpenMP threads spin, so with one thread per
+core a single busy process on one core slows every region to the pace of the thread that shares
+that core (measured: 3× the idle time with one competitor on 2 cores, 20× under heavy load). The
 :class:`ThreadGovernor` reads how much CPU *other* processes used since its last look
 (``/proc/stat`` minus this process's own CPU time) and sets ``torch.set_num_threads`` to the cores
-left free (at least 1), once per window. With ``OMP_WAIT_POLICY=PASSIVE`` (set by the CLI and the
-plugin before torch loads) idle threads sleep instead of spinning at barriers.
+left free (at least 1), before each window. One thread has no barrier to spin at.
+
+``bench/bench_speed.py`` measured the alternatives next to one busy process: OpenMP's passive
+waiting (``OMP_WAIT_POLICY=PASSIVE``) also keeps the busy run close to the idle one, but makes the
+idle run ~1.5× slower (threads sleep between the decoder's many short regions), and ``nice`` only
+slows this run down; so the default is the governor with OpenMP's own waiting.
 
 Policies: ``auto`` (the governor), ``all`` (every available core, torch's default), or a number.
 """
@@ -98,8 +102,3 @@ def configure_threads(policy: str | int = "auto", reserve: int = 0) -> ThreadGov
     governor = ThreadGovernor(policy, reserve)
     governor.update()
     return governor
-
-
-def prefer_passive_waiting() -> None:
-    """Ask OpenMP to let idle threads sleep (effective only before torch is first imported)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
