@@ -294,45 +294,73 @@ class _BinaryRecord:
         return self.data[{n.lower(): n for n in self.data.dtype.names}[name]]
 
 
-def _ept(meta_path: Path, bounds: Bounds2D | None, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
-    """EPT: the nodes whose cube intersects ``bounds`` (all nodes when None), LAZ or binary."""
-    import laspy
+@dataclass
+class EptDataset:
+    """An EPT dataset's metadata and the nodes whose cube meets the bounds (all when none)."""
 
-    meta = _read_ept_json(meta_path)
-    root = meta_path.parent
-    cube = meta["bounds"]
-    counts = _ept_hierarchy(root, meta_path)
-    nodes = sorted(counts) if bounds is None else [
-        k for k in sorted(counts)
-        if not (_node_bounds(cube, k)[0] > bounds[2] or _node_bounds(cube, k)[2] < bounds[0]
-                or _node_bounds(cube, k)[1] > bounds[3] or _node_bounds(cube, k)[3] < bounds[1])]
-    data_type = meta["dataType"]
-    if data_type == "zstandard":
-        raise InputError(f"{meta_path}: EPT data type 'zstandard' is not supported; rebuild the dataset with "
-                         "laszip data (entwine build --dataType laszip) or convert it to LAZ/COPC.")
-    schema = meta["schema"]
-    dtype = np.dtype([(d["name"], "<" + _EPT_TYPES[(d["type"], int(d["size"]))]) for d in schema]) \
-        if data_type == "binary" else None
-    collector = _Collector(bounds)
-    total = max(1, sum(counts[k] for k in nodes))
-    done = 0
-    for key in nodes:
-        _check(is_cancelled, meta_path)
-        node_file = root / "ept-data" / f"{key}{EPT_DATA_SUFFIX[data_type]}"
+    meta_path: Path
+    meta: dict
+    counts: dict[str, int]
+    nodes: list[str]
+
+    @property
+    def data_type(self) -> str:
+        return str(self.meta["dataType"])
+
+    @property
+    def crs(self) -> CRS | None:
+        return _ept_crs(self.meta, self.meta_path)
+
+    def read_node(self, key: str) -> Any:
+        """A node's points: laspy points (laszip data) or a :class:`_BinaryRecord` (binary data)."""
+        import laspy
+
+        node_file = self.meta_path.parent / "ept-data" / f"{key}{EPT_DATA_SUFFIX[self.data_type]}"
         try:
-            if data_type == "laszip":
-                collector.add(laspy.read(str(node_file)).points)
-            else:
-                rec = _BinaryRecord(np.fromfile(node_file, dtype=dtype), schema)
-                collector.add(rec, rec.scaled["x"], rec.scaled["y"], rec.scaled["z"])
+            if self.data_type == "laszip":
+                return laspy.read(str(node_file)).points
+            schema = self.meta["schema"]
+            dtype = np.dtype([(d["name"], "<" + _EPT_TYPES[(d["type"], int(d["size"]))]) for d in schema])
+            return _BinaryRecord(np.fromfile(node_file, dtype=dtype), schema)
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - a missing/corrupt node makes the dataset unusable
-            raise InputError(f"{meta_path}: cannot read the EPT node {node_file.name} ({type(exc).__name__}: {exc}). "
-                             "Copy the complete dataset (ept-data folder included).") from None
-        done += counts[key]
+            raise InputError(f"{self.meta_path}: cannot read the EPT node {node_file.name} ({type(exc).__name__}: "
+                             f"{exc}). Copy the complete dataset (ept-data folder included).") from None
+
+
+def open_ept(meta_path: Path, bounds: Bounds2D | None) -> EptDataset:
+    """Read an EPT dataset's metadata and hierarchy; refuse data types we cannot decode."""
+    meta = _read_ept_json(meta_path)
+    cube = meta["bounds"]
+    counts = _ept_hierarchy(meta_path.parent, meta_path)
+
+    def hits(key: str) -> bool:
+        b = _node_bounds(cube, key)
+        return bounds is None or not (b[0] > bounds[2] or b[2] < bounds[0] or b[1] > bounds[3] or b[3] < bounds[1])
+
+    if meta["dataType"] == "zstandard":
+        raise InputError(f"{meta_path}: EPT data type 'zstandard' is not supported; rebuild the dataset with "
+                         "laszip data (entwine build --dataType laszip) or convert it to LAZ/COPC.")
+    return EptDataset(meta_path, meta, counts, [k for k in sorted(counts) if hits(k)])
+
+
+def _ept(meta_path: Path, bounds: Bounds2D | None, progress: ProgressFn, is_cancelled: CancelFn | None) -> PointCloud:
+    """EPT: the nodes whose cube intersects ``bounds`` (all nodes when None), LAZ or binary."""
+    ds = open_ept(meta_path, bounds)
+    collector = _Collector(bounds)
+    total = max(1, sum(ds.counts[k] for k in ds.nodes))
+    done = 0
+    for key in ds.nodes:
+        _check(is_cancelled, meta_path)
+        node = ds.read_node(key)
+        if isinstance(node, _BinaryRecord):
+            collector.add(node, node.scaled["x"], node.scaled["y"], node.scaled["z"])
+        else:
+            collector.add(node)
+        done += ds.counts[key]
         progress(done / total, f"reading {meta_path.parent.name}: {done:,} of {total:,} points")
-    return collector.cloud(_ept_crs(meta, meta_path), str(meta_path))
+    return collector.cloud(ds.crs, str(meta_path))
 
 
 def read_points(path: str | os.PathLike[str], crs: str | CRS | None = None,

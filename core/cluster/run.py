@@ -181,11 +181,10 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
     import torch
 
     from ..crs import check_coordinates_fit_crs
-    from ..gridding import check_resolution, grid_for_points, parse_extent
-    from ..outputs import check_output_path
-    from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter
+    from ..gridding import grid_for_points, parse_extent
+    from ..raster import DEFAULT_NODATA, GeoTiffStreamWriter
     from ..reconstruct.blending import BlendAccumulator, FillingRowSink
-    from ..reconstruct.engine import _input_paths, _load_checked_model, _metres_to_map_units, _scaled, _validate
+    from ..reconstruct.engine import _load_checked_model, _metres_to_map_units, _scaled, check_run
     from ..reconstruct.evidence import context_margin
     from ..reconstruct.imagery import check_image_count, check_ortho_coverage
     from ..reconstruct.options import ReconstructionOptions, ReconstructionResult
@@ -199,17 +198,8 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
     options = options or ReconstructionOptions()
     cluster = cluster or ClusterOptions(workers=2)
     check_cluster_options(cluster)
-    _validate(options)
-    check_resolution(inputs.resolution)
+    out, conf_path = check_run(inputs, options)
     report = progress or (lambda f, m: None)
-    in_paths = _input_paths(inputs)
-    out = check_output_path(inputs.out_path, in_paths, option="--out", suffixes=GEOTIFF_SUFFIXES)
-    conf_path = None
-    if inputs.confidence_path is not None:
-        conf_path = check_output_path(inputs.confidence_path, [*in_paths, out], option="--confidence-out",
-                                      suffixes=GEOTIFF_SUFFIXES)
-    if len(inputs.orthos) > 2:
-        raise InputError(f"--ortho given {len(inputs.orthos)} times; ImpliCity uses 0, 1 or 2 ortho-images.")
     report(0.0, "loading the model")
     model, model_name = _load_checked_model(inputs.model, torch.device("cpu"))  # the config; workers load their own
     check_image_count(len(inputs.orthos), int(model.n_images), model_name)

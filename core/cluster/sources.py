@@ -63,52 +63,19 @@ def _las(path: Path) -> ChunkSource:
 
 
 def _ept(meta_path: Path, bounds) -> ChunkSource:
-    import laspy
+    from ..pointsources import _BinaryRecord, open_ept
 
-    from ..pointsources import (
-        _EPT_TYPES,
-        EPT_DATA_SUFFIX,
-        _BinaryRecord,
-        _ept_crs,
-        _ept_hierarchy,
-        _node_bounds,
-        _read_ept_json,
-    )
-
-    meta = _read_ept_json(meta_path)
-    root = meta_path.parent
-    cube = meta["bounds"]
-    counts = _ept_hierarchy(root, meta_path)
-
-    def hits(key: str) -> bool:
-        b = _node_bounds(cube, key)
-        return bounds is None or not (b[0] > bounds[2] or b[2] < bounds[0] or b[1] > bounds[3] or b[3] < bounds[1])
-
-    nodes = [k for k in sorted(counts) if hits(k)]
-    data_type = meta["dataType"]
-    if data_type == "zstandard":
-        raise InputError(f"{meta_path}: EPT data type 'zstandard' is not supported; rebuild the dataset with "
-                         "laszip data (entwine build --dataType laszip) or convert it to LAZ/COPC.")
-    schema = meta["schema"]
-    dtype = np.dtype([(d["name"], "<" + _EPT_TYPES[(d["type"], int(d["size"]))]) for d in schema]) \
-        if data_type == "binary" else None
+    ds = open_ept(meta_path, bounds)
 
     def chunks() -> Iterator[np.ndarray]:
-        for key in nodes:
-            node_file = root / "ept-data" / f"{key}{EPT_DATA_SUFFIX[data_type]}"
-            try:
-                if data_type == "laszip":
-                    yield _xyz(laspy.read(str(node_file)).points)
-                else:
-                    rec = _BinaryRecord(np.fromfile(node_file, dtype=dtype), schema)
-                    yield np.column_stack([np.asarray(rec.scaled[a], np.float64) for a in ("x", "y", "z")])
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a missing/corrupt node makes the dataset unusable
-                raise InputError(f"{meta_path}: cannot read the EPT node {node_file.name} ({type(exc).__name__}: "
-                                 f"{exc}). Copy the complete dataset (ept-data folder included).") from None
+        for key in ds.nodes:
+            node = ds.read_node(key)
+            if isinstance(node, _BinaryRecord):
+                yield np.column_stack([np.asarray(node.scaled[a], np.float64) for a in ("x", "y", "z")])
+            else:
+                yield _xyz(node)
 
-    return ChunkSource(chunks(), sum(counts[k] for k in nodes), _ept_crs(meta, meta_path), str(meta_path))
+    return ChunkSource(chunks(), sum(ds.counts[k] for k in ds.nodes), ds.crs, str(meta_path))
 
 
 def _whole(cloud: PointCloud) -> ChunkSource:

@@ -383,14 +383,11 @@ def _blend_window(win: Window, index: PointIndex, ctx: WindowContext, acc: Blend
     return True
 
 
-def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions | None = None,
-                    progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> ReconstructionResult:
-    """Reconstruct a DSM (and optionally its confidence) and write it atomically; see module doc."""
-    t_start = time.perf_counter()
-    options = options or ReconstructionOptions()
+def check_run(inputs: ReconstructionInputs, options: ReconstructionOptions) -> tuple[Path, Path | None]:
+    """Every option, the resolution, the output paths (DSM, confidence) and the ortho count, checked
+    before any work starts, by one process and by the cluster's client alike."""
     _validate(options)
     check_resolution(inputs.resolution)
-    report = progress or (lambda f, m: None)
     in_paths = _input_paths(inputs)
     out = check_output_path(inputs.out_path, in_paths, option="--out", suffixes=GEOTIFF_SUFFIXES)
     conf_path = None
@@ -399,6 +396,16 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
                                       suffixes=GEOTIFF_SUFFIXES)
     if len(inputs.orthos) > 2:
         raise InputError(f"--ortho given {len(inputs.orthos)} times; ImpliCity uses 0, 1 or 2 ortho-images.")
+    return out, conf_path
+
+
+def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions | None = None,
+                    progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> ReconstructionResult:
+    """Reconstruct a DSM (and optionally its confidence) and write it atomically; see module doc."""
+    t_start = time.perf_counter()
+    options = options or ReconstructionOptions()
+    out, conf_path = check_run(inputs, options)
+    report = progress or (lambda f, m: None)
     device, reason = resolve_device(options.device)
     # Started now, so that by the first window it has watched the machine while the model and the
     # points were loading (CPU only: a GPU run needs few CPU threads).

@@ -120,6 +120,17 @@ def test_binary_ept_nodes_are_read(tmp_path):
     assert cloud.classification.tolist() == [2, 6, 6] and cloud.crs.to_epsg() == 28992 and cloud.rgb is None
 
 
+def test_cluster_streams_the_same_ept_points_as_the_reader(nimes_ept):
+    """The city-scale pass (core/cluster) streams EPT nodes through the same dataset code."""
+    from implicity.core.cluster.sources import open_chunks
+
+    source = open_chunks(nimes_ept)
+    streamed = np.concatenate(list(source.chunks))
+    whole = read_points(nimes_ept)
+    assert source.total == len(whole) == streamed.shape[0] and source.crs.to_epsg() == 2154
+    assert np.array_equal(_sorted(type(whole)(xyz=streamed, crs=whole.crs, source="")), _sorted(whole))
+
+
 @pytest.mark.parametrize("name, content, message", [
     (None, "", "remote point clouds are not read"),
     ("cloud.vpc", "{}", "virtual point clouds"),
