@@ -182,9 +182,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
 
     from ..crs import check_coordinates_fit_crs
     from ..gridding import grid_for_points, parse_extent
-    from ..raster import DEFAULT_NODATA, GeoTiffStreamWriter
-    from ..reconstruct.blending import BlendAccumulator, FillingRowSink
-    from ..reconstruct.engine import _load_checked_model, _metres_to_map_units, _scaled, check_run
+    from ..reconstruct.engine import _load_checked_model, _metres_to_map_units, _scaled, check_run, open_outputs
     from ..reconstruct.evidence import context_margin
     from ..reconstruct.imagery import check_image_count, check_ortho_coverage
     from ..reconstruct.options import ReconstructionOptions, ReconstructionResult
@@ -312,15 +310,7 @@ def reconstruct_on_cluster(inputs, options=None, cluster: ClusterOptions | None 
         rss: dict[str, float] = {}
         tiles = skipped = done_windows = 0
         with contextlib.ExitStack() as stack:
-            dsm_writer = stack.enter_context(GeoTiffStreamWriter(out, grid, nodata=DEFAULT_NODATA))
-            conf_writer = stack.enter_context(GeoTiffStreamWriter(conf_path, grid, nodata=DEFAULT_NODATA)) \
-                if conf_path is not None else None
-            acc = BlendAccumulator(grid.width, conf_writer is not None)
-            sink = FillingRowSink(
-                lambda a, r: dsm_writer.write(a, r, 0),
-                (lambda a, r: conf_writer.write(a, r, 0)) if conf_writer is not None else None,
-                options.fill, options.fill_max_distance / grid.resolution, grid.height,
-            )
+            acc, sink = open_outputs(stack, out, conf_path, grid, options)
             results: dict[tuple[int, int], Any] = {}
             pending = list(zip(blocks, futures))
             next_row = 0

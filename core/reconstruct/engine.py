@@ -399,6 +399,21 @@ def check_run(inputs: ReconstructionInputs, options: ReconstructionOptions) -> t
     return out, conf_path
 
 
+def open_outputs(stack: contextlib.ExitStack, out: Path, conf_path: Path | None, grid: GridSpec,
+                 options: ReconstructionOptions) -> tuple[BlendAccumulator, FillingRowSink]:
+    """The blend accumulator and the row sink that fills holes and streams rows to the atomic
+    GeoTIFF writers (entered on ``stack``, so an error or a cancel removes their temporary files)."""
+    dsm_writer = stack.enter_context(GeoTiffStreamWriter(out, grid, nodata=DEFAULT_NODATA))
+    conf_writer = stack.enter_context(GeoTiffStreamWriter(conf_path, grid, nodata=DEFAULT_NODATA)) \
+        if conf_path is not None else None
+    sink = FillingRowSink(
+        lambda a, r: dsm_writer.write(a, r, 0),
+        (lambda a, r: conf_writer.write(a, r, 0)) if conf_writer is not None else None,
+        options.fill, options.fill_max_distance / grid.resolution, grid.height,
+    )
+    return BlendAccumulator(grid.width, conf_writer is not None), sink
+
+
 def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions | None = None,
                     progress: ProgressFn | None = None, is_cancelled: CancelFn | None = None) -> ReconstructionResult:
     """Reconstruct a DSM (and optionally its confidence) and write it atomically; see module doc."""
@@ -438,23 +453,14 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     runner = BatchRunner(device, auto_batch_size(device, options.batch_size), is_cancelled)
     total = sum(len(r) for r in rows)
     done = tiles = skipped = 0
-    res = grid.resolution
     with contextlib.ExitStack() as stack:
         orthos = stack.enter_context(OrthoWindows(inputs.orthos, crs, image_normalizer(model),
                                                   int(model.config.image_size))) if inputs.orthos else None
-        dsm_writer = stack.enter_context(GeoTiffStreamWriter(out, grid, nodata=DEFAULT_NODATA))
-        conf_writer = stack.enter_context(GeoTiffStreamWriter(conf_path, grid, nodata=DEFAULT_NODATA)) \
-            if conf_path is not None else None
-        acc = BlendAccumulator(grid.width, conf_writer is not None)
-        sink = FillingRowSink(
-            lambda a, r: dsm_writer.write(a, r, 0),
-            (lambda a, r: conf_writer.write(a, r, 0)) if conf_writer is not None else None,
-            options.fill, options.fill_max_distance / res, grid.height,
-        )
+        acc, sink = open_outputs(stack, out, conf_path, grid, options)
         stack.enter_context(torch.inference_mode())
         ctx = WindowContext(model=model, device=device, runner=runner, grid=grid, options=options,
                             window_size=window_size, z_std=z_std, orthos=orthos,
-                            with_confidence=conf_writer is not None, is_cancelled=is_cancelled,
+                            with_confidence=conf_path is not None, is_cancelled=is_cancelled,
                             threads=governor)
         if ctx.threads is not None:
             stack.callback(ctx.threads.restore)
