@@ -27,8 +27,8 @@ PARAMETER_FLAGS = {
     "evidence.margin": "--search-margin", "evidence.edge_width": "--edge-width",
 }
 
-MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.4x, search bracketed by nearby point "
-             "heights, bisection + interpolation, evidence rules against pits. reference: the paper's "
+MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.3x, search from the network's own surface "
+             "prior with false-position steps (~6 queries per pixel), evidence rules against pits. reference: the paper's "
              "generator, reproduced as the yardstick (16 m stride, -100..+80 m scan at 16 m, 4 refinements /4, "
              "its query positions and blend weights, no evidence rules); much slower.")
 
@@ -80,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adaptive-range", action="store_true",
                    help="Reference mode: widen the paper's -100..+80 m scan to the window's point heights "
                         "(towers, valleys). A deviation from the paper's generator, so off by default.")
+    p.add_argument("--threads", default="auto", metavar="auto|all|N",
+                   help="CPU threads: auto (default) uses the cores other processes leave free, re-checked before "
+                        "every window, so a busy machine slows the run down gracefully; all = every core; or a number.")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="Decoder queries per call (default: from free memory; halved on CUDA out-of-memory).")
     p.add_argument("--fill", choices=FILL_METHODS, default=DEFAULT_FILL,
@@ -122,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     options = ReconstructionOptions(
         mode=args.mode, device=args.device, window_stride=args.stride, overlap=args.overlap, fast_search=fast,
         evidence=evidence, adaptive_range=args.adaptive_range, batch_size=args.batch_size, fill=args.fill,
+        threads=int(args.threads) if str(args.threads).isdigit() else args.threads,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
     )

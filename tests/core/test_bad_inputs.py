@@ -384,6 +384,8 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, scene, capsys, alter, 
     (["--overlap", "-2"], ("--overlap",)),
     (["--min-ortho-coverage", "1.5"], ("--min-ortho-coverage",)),
     (["--extent", "nan,0,1,1"], ("--extent",)),
+    (["--threads", "two"], ("--threads", "auto, all")),
+    (["--threads", "0"], ("--threads",)),
 ])
 def test_bad_reconstruct_options_are_refused(tmp_path, scene, analytic, capsys, args, needles):
     xyz, _ = scene
