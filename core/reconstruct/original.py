@@ -4,9 +4,10 @@ Everything here follows the reference implementation's ``GeneratorDSM`` with its
 including its arithmetic: the vertical search runs on *normalised* heights in float32, and the
 highest occupied sample is found as ``max((z + 1000) · occupied) − 1000`` in float32, which rounds
 each round's estimate to float32 around 1000 (≈ 3·10⁻⁵ normalised, ≈ 1 mm): reproducing it keeps
-the reference bit-for-bit on the same lattice of samples as the paper's code. The window plan and
-blending weights live in ``tiling.py`` (``original_anchors``, ``original_ramp``, ``Window.query_xy``);
-``options.py`` lists the five points where this scheme differs from a pixel-centred one.
+the reference on the same lattice of samples as the paper's code. The window plan and blending
+weights live in ``tiling.py`` (``original_anchors``, ``original_ramp``), the query positions here
+(:func:`query_xy`); ``options.py`` lists the five points where this scheme differs from a
+pixel-centred one.
 """
 from __future__ import annotations
 
