@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, param
 from ..raster import GridSpec
 
 
@@ -67,6 +67,10 @@ class Window:
             return np.ones_like(t)
         # Linear ramps over the overlap: two neighbours' weights sum to exactly 1 there.
         return np.clip(np.minimum(t - lo, hi - t) / width, 1e-3, 1.0)
+
+
+#: Windows that may cover one pixel: the blending sums are 64-bit integers (``blending.py``).
+MAX_WINDOWS_PER_PIXEL = 64
 
 
 def original_ramp(n: int) -> np.ndarray:
@@ -172,6 +176,10 @@ def _original_plan(grid: GridSpec, window_size: float, stride: float) -> list[li
     """The paper generator's windows, rows north→south (see :func:`plan_windows`)."""
     res = grid.resolution
     width_m, height_m = grid.width * res, grid.height * res
+    if math.ceil(window_size / stride) ** 2 > MAX_WINDOWS_PER_PIXEL:
+        raise InputError(f"{param('window_stride')} {stride:g}: the reference mode would decode each pixel in "
+                         f"{math.ceil(window_size / stride) ** 2} windows, more than the {MAX_WINDOWS_PER_PIXEL} "
+                         f"its blending sums can hold; use a stride of at least {window_size / 8:g}.")
     n = int(round(window_size / res))
     xmin, ymin, _, _ = grid.bounds
     xs = original_anchors(width_m, window_size, stride)

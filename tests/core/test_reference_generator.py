@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from implicity.core.errors import InputError
 from implicity.core.pointcloud import PointCloud
 from implicity.core.raster import GridSpec
 from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
@@ -163,6 +164,8 @@ def test_original_windows_stay_inside_the_extent():
     assert len(windows) == 25  # the paper's 25 windows on a 128 m square (not 121)
     assert all(w.shape == (128, 128) for w in windows)
     assert [row[0].r0 for row in rows] == sorted(row[0].r0 for row in rows)  # north→south, for streaming
+    with pytest.raises(InputError, match="window_stride"):  # 100 windows per pixel would overflow the sums
+        plan_windows(grid, 64.0, 7.0, "reference")
 
 
 def test_original_ramp_is_a_linspace_over_pixel_indices():
