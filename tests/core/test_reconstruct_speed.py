@@ -77,7 +77,8 @@ def test_guided_and_bisection_fast_modes_agree(tmp_path):
     assert np.abs(dsms["guided"] - truth).max() < 0.0625
 
 
-def _spin(stop) -> None:
+def _spin(stop, started) -> None:
+    started.set()
     while not stop.is_set():
         pass
 
@@ -87,12 +88,13 @@ def test_threads_leave_the_busy_core_to_a_competitor():
     before = torch.get_num_threads()
     governor = ThreadGovernor("auto", min_interval=0.0)
     ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    spinner = ctx.Process(target=_spin, args=(stop,), daemon=True)
+    stop, started = ctx.Event(), ctx.Event()
+    spinner = ctx.Process(target=_spin, args=(stop, started), daemon=True)
     spinner.start()
     try:
-        time.sleep(1.0)
-        governor.update()  # starts the measurement window after the spinner is up
+        assert started.wait(60), "the competing process did not start"
+        time.sleep(0.2)
+        governor.update()  # starts the measurement window once the spinner runs
         time.sleep(1.0)
         threads = governor.update()
     finally:
