@@ -23,6 +23,7 @@ DEFAULT_IMAGE_MEAN = 1132.664
 DEFAULT_IMAGE_STD = 487.496
 
 HEIGHT_REFERENCES = ("window", "prior")
+PLANE_CONTEXTS = ("none", "prior")
 IMAGE_NORMALIZATIONS = ("dataset", "per_image")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -67,6 +68,8 @@ class ModelConfig:
     point_height: str = "window"        # encoder's z: "window" (z − window median) / z_std; "prior":
                                         # (z − prior) / prior_z_scale (needs height_reference: prior)
     image_normalization: str = "dataset"  # "dataset": (v − image_mean) / image_std; "per_image": robust per window
+    plane_context: str = "none"         # "prior": the U-Net also sees the prior's relief and the point
+                                        # density per cell (needs height_reference: prior; prior.py)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +106,10 @@ class ModelConfig:
             problems.append(f"point_height must be one of {HEIGHT_REFERENCES} (got {self.point_height!r})")
         elif self.point_height == "prior" and self.height_reference != "prior":
             problems.append("point_height 'prior' needs height_reference 'prior'")
+        if self.plane_context not in PLANE_CONTEXTS:
+            problems.append(f"plane_context must be one of {PLANE_CONTEXTS} (got {self.plane_context!r})")
+        elif self.plane_context == "prior" and self.height_reference != "prior":
+            problems.append("plane_context 'prior' needs height_reference 'prior'")
         if self.image_normalization not in IMAGE_NORMALIZATIONS:
             problems.append(f"image_normalization must be one of {IMAGE_NORMALIZATIONS} "
                             f"(got {self.image_normalization!r})")

@@ -16,7 +16,7 @@ from .config import ModelConfig
 from .decoder import DecoderColumns, LocalDecoder, sample_plane
 from .image_encoder import HGFilter
 from .point_encoder import LocalPoolPointNet
-from .prior import clamp_to_prior, surface_prior
+from .prior import CONTEXT_CHANNELS, clamp_to_prior, plane_context, surface_prior
 
 
 @dataclass
@@ -52,7 +52,8 @@ class ImpliCityNet(nn.Module):
         point_encoder = LocalPoolPointNet(
             hidden_dim=config.hidden_dim, feature_dim=config.feature_dim, n_blocks=config.encoder_blocks,
             plane_resolution=config.plane_resolution, unet_depth=config.unet_depth,
-            unet_start_filters=config.unet_start_filters)
+            unet_start_filters=config.unet_start_filters,
+            context_channels=CONTEXT_CHANNELS if config.plane_context == "prior" else 0)
         # The reference names the point encoder "encoder" in ImpliCity-0 and "point_encoder" otherwise.
         if self.n_images == 0:
             self.encoder = point_encoder
@@ -91,17 +92,19 @@ class ImpliCityNet(nn.Module):
     def encode(self, points: torch.Tensor, images: torch.Tensor | None = None) -> EncodedPatch:
         """Feature maps of normalised points (B, N, 3) and images (B, n_images, S, S), row 0 = north."""
         self._check_inputs(points, images)
-        prior = None
+        prior = context = None
         if self.config.height_reference == "prior":
             cfg = self.config
             prior = surface_prior(points, cfg.plane_resolution, cfg.prior_outlier_m / cfg.z_std, cfg.prior_smoothing)
+            if cfg.plane_context == "prior":
+                context = plane_context(points, prior, cfg.z_std / cfg.prior_z_scale)
             at_points = sample_plane(prior, points[..., :2]).squeeze(-1)
             if cfg.point_clip_m > 0:
                 points = clamp_to_prior(points, at_points, cfg.point_clip_m / cfg.z_std)
             if cfg.point_height == "prior":  # the encoder sees each point's height above the surface
                 rel = (points[..., 2] - at_points) * (cfg.z_std / cfg.prior_z_scale)
                 points = torch.cat([points[..., :2], rel.unsqueeze(-1)], dim=-1)
-        plane = self.points_encoder(points)
+        plane = self.points_encoder(points, context)
         image = None
         if self.image_encoder is not None and images is not None:
             # Raster rows run north→south; the plane's rows run south→north.

@@ -29,7 +29,8 @@ class LocalPoolPointNet(nn.Module):
     """
 
     def __init__(self, hidden_dim: int = 32, feature_dim: int = 32, n_blocks: int = 5,
-                 plane_resolution: int = 128, unet_depth: int = 5, unet_start_filters: int = 32) -> None:
+                 plane_resolution: int = 128, unet_depth: int = 5, unet_start_filters: int = 32,
+                 context_channels: int = 0) -> None:
         super().__init__()
         self.resolution = plane_resolution
         self.feature_dim = feature_dim
@@ -37,6 +38,16 @@ class LocalPoolPointNet(nn.Module):
         self.blocks = nn.ModuleList(ResnetBlockFC(2 * hidden_dim, hidden_dim) for _ in range(n_blocks))
         self.fc_c = nn.Linear(hidden_dim, feature_dim)
         self.unet = UNet(feature_dim, in_channels=feature_dim, depth=unet_depth, start_filters=unet_start_filters)
+        # Extra per-cell inputs (``plane_context``) enter through a zero-initialised 3 × 3 conv added to
+        # the pooled plane: a new model starts as the one without context, so existing weights can
+        # initialise it, and the reference's state-dict names and shapes stay untouched.
+        self.context_conv: nn.Conv2d | None = None
+        if context_channels:
+            conv = nn.Conv2d(context_channels, feature_dim, 3, padding=1)
+            nn.init.zeros_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            self.context_conv = conv
 
     def point_features(self, points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Per-point features (B, N, feature_dim) before they are scattered onto the plane."""
@@ -47,10 +58,16 @@ class LocalPoolPointNet(nn.Module):
             net = block(torch.cat([net, pooled], dim=2))
         return self.fc_c(F.relu(net))
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
+    def forward(self, points: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The feature plane of ``points``; ``context`` (B, C, R, R) is required iff the encoder has
+        ``context_channels``."""
         b = points.shape[0]
         r = self.resolution
         index = plane_index(points[..., :2], r)
         feats = self.point_features(points, index)
-        plane = scatter_mean(feats.transpose(1, 2), index, r * r)
-        return self.unet(plane.reshape(b, self.feature_dim, r, r))
+        plane = scatter_mean(feats.transpose(1, 2), index, r * r).reshape(b, self.feature_dim, r, r)
+        if self.context_conv is not None:
+            if context is None:
+                raise ValueError("this point encoder was built with context channels: pass the context")
+            plane = plane + self.context_conv(context.to(plane.dtype))
+        return self.unet(plane)

@@ -103,3 +103,36 @@ def clamp_to_prior(points: torch.Tensor, prior_at_points: torch.Tensor, limit: f
     z = points[..., 2]
     clamped = torch.minimum(torch.maximum(z, prior_at_points - limit), prior_at_points + limit)
     return torch.cat([points[..., :2], clamped.unsqueeze(-1)], dim=-1)
+
+
+#: Channels of :func:`plane_context`: the prior's relief and the point density of each cell.
+CONTEXT_CHANNELS = 2
+#: Side (cells) of the box whose mean the relief is measured against: 4.5 m at 0.5 m cells, wider
+#: than a smeared edge, narrower than most roofs.
+RELIEF_WINDOW = 9
+#: Relief is clamped to ± this many ``prior_z_scale`` units; beyond it only "a tall edge" matters.
+RELIEF_CLAMP = 4.0
+
+
+@torch.no_grad()
+def plane_context(points: torch.Tensor, prior: torch.Tensor, z_scale: float) -> torch.Tensor:
+    """(B, 2, R, R) context the point encoder cannot see by itself, for ``plane_context: prior``.
+
+    Why: with ``point_height: prior`` the PointNet sees each point's height *above the prior*, so
+    the prior's own shape — where it has a smeared edge, a step, a slope — is invisible to it, and
+    a network that cannot see an edge cannot sharpen it. Channel 0 is the prior's local relief
+    (prior − its 9 × 9 box mean, × ``z_scale`` = z_std / prior_z_scale, clamped to ±4): translation
+    invariant in height, so it generalises across terrain heights. Channel 1 is log(1 + points per
+    cell): where the prior is interpolated rather than measured.
+    """
+    from .point_encoder import plane_index
+
+    b, _, r, _ = prior.shape
+    pad = RELIEF_WINDOW // 2
+    mean = F.avg_pool2d(F.pad(prior.float(), (pad, pad, pad, pad), mode="replicate"), RELIEF_WINDOW, stride=1)
+    relief = ((prior.float() - mean) * z_scale).clamp(-RELIEF_CLAMP, RELIEF_CLAMP)
+    index = plane_index(points[..., :2], r)
+    counts = torch.zeros((b, r * r), dtype=torch.float32, device=points.device)
+    counts.scatter_add_(1, index, torch.ones(index.shape, dtype=torch.float32, device=points.device))
+    density = torch.log1p(counts).reshape(b, 1, r, r)
+    return torch.cat([relief, density], dim=1).to(points.dtype)

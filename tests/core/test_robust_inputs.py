@@ -8,7 +8,7 @@ import torch
 
 from implicity.core.errors import InputError
 from implicity.core.model import build_model, load_model_config, normalize_image
-from implicity.core.model.prior import cell_lower_median, surface_prior
+from implicity.core.model.prior import cell_lower_median, plane_context, surface_prior
 from implicity.core.normalization import DEFAULT_Z_STD
 
 Z_STD = DEFAULT_Z_STD
@@ -87,6 +87,10 @@ def test_far_outliers_are_clamped_before_encoding():
 def test_bad_robust_settings_are_refused():
     with pytest.raises(InputError, match="height_reference"):
         load_model_config({"inherit_from": "implicity_0_lite.yaml", "height_reference": "median"})
+    with pytest.raises(InputError, match="plane_context 'prior' needs height_reference"):
+        load_model_config({"inherit_from": "implicity_0_lite.yaml", "plane_context": "prior"})
+    with pytest.raises(InputError, match="plane_context must be one of"):
+        load_model_config({"inherit_from": "implicity_0_residual_lite.yaml", "plane_context": "images"})
     with pytest.raises(InputError, match="image_normalization"):
         load_model_config({"inherit_from": "implicity_0_lite.yaml", "image_normalization": "global"})
 
@@ -110,3 +114,42 @@ def test_dataset_statistics_mode_is_unchanged():
     cfg = load_model_config("implicity_mono_lite.yaml")
     img = np.array([[[cfg.image_mean, cfg.image_mean + cfg.image_std, np.nan]]], np.float32)
     np.testing.assert_allclose(normalize_image(img, cfg), [[[0.0, 1.0, 0.0]]], atol=1e-6)
+
+
+def test_plane_context_shows_the_priors_edges_and_the_point_density():
+    """Channel 0: the prior's relief against its 9 × 9 mean (zero on a plane, + on a roof edge's
+    upper side, − on its lower side); channel 1: log(1 + points) per cell."""
+    pts = _plane_points(n=6000, seed=4, height=0.0)
+    roof = (pts[0, :, 0] >= 0.5)
+    pts[0, roof, 2] = 6.0 / Z_STD                              # a 6 m step at x = 0.5
+    pts[0, :, 0] = torch.where(pts[0, :, 1] < 0.25, pts[0, :, 0] * 0.5, pts[0, :, 0])  # fewer points south-east
+    prior = surface_prior(pts, 32, outlier_threshold=50.0 / Z_STD)
+    ctx = plane_context(pts, prior, Z_STD / 4.0)
+    assert ctx.shape == (1, 2, 32, 32)
+    relief, density = ctx[0, 0], ctx[0, 1]
+    assert relief[16:, 2:8].abs().max() < 1e-5                 # flat ground far from the step
+    assert (relief[16:, 16:19] > 0.3).all() and (relief[16:, 13:16] < -0.3).all()
+    assert relief.abs().max() <= 4.0
+    counts = torch.zeros(32 * 32).index_add_(0, (pts[0, :, 0] * 32).long().clamp(0, 31) +
+                                             32 * (pts[0, :, 1] * 32).long().clamp(0, 31), torch.ones(6000))
+    torch.testing.assert_close(density.flatten(), torch.log1p(counts))
+
+
+def test_plane_context_starts_as_the_model_without_it():
+    """The context enters through a zero-initialised conv: initialised from a model without
+    context, the new network gives the same logits, and only then learns to use it."""
+    base_cfg = load_model_config("implicity_0_residual_lite.yaml")
+    ctx_cfg = load_model_config("implicity_0_context_lite.yaml")
+    assert ctx_cfg.plane_context == "prior" and base_cfg.plane_context == "none"
+    torch.manual_seed(0)
+    base = build_model(base_cfg).eval()
+    new = build_model(ctx_cfg).eval()
+    new.load_state_dict(base.state_dict(), strict=False)
+    extra = set(new.state_dict()) - set(base.state_dict())
+    assert extra == {"encoder.context_conv.weight", "encoder.context_conv.bias"}
+    pts = _plane_points(n=3000, seed=5, height=0.05)
+    query = torch.rand(1, 500, 3) * torch.tensor([1.0, 1.0, 0.1])
+    with torch.no_grad():
+        torch.testing.assert_close(new(query, pts), base(query, pts))
+        new.encoder.context_conv.weight.fill_(0.1)
+        assert not torch.allclose(new(query, pts), base(query, pts))

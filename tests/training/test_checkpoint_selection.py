@@ -1,0 +1,71 @@
+"""Checkpoint selection by the DSM a checkpoint makes on the validation split (training/selection.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from implicity.core.model import load_model, save_checkpoint
+from implicity.core.shipped_models import default_model
+from implicity.training.selection import export_resume_state, non_overlapping, score_checkpoints
+
+SHIPPED = default_model(0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from implicity.training.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("prep")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(
+        "output: out\npatch_size: 32.0\nresolution: 0.5\nstride: 16.0\nn_images: 0\nmin_points: 50\n"
+        "sources:\n  - {name: t, type: synthetic, seeds: [0], split: train, city: {size_m: 64.0}}\n"
+        "  - {name: v, type: synthetic, seeds: [1], split: val, city: {size_m: 64.0}}\n")
+    return prepare_dataset(cfg, out=root / "out", progress=False, log=lambda m: None)
+
+
+def test_validation_patches_do_not_overlap(prepared):
+    from implicity.training.data.store import read_manifest
+
+    _, manifest = read_manifest(prepared)
+    val = [e for e in manifest["patches"] if e["split"] == "val"]
+    kept = non_overlapping(val, float(manifest["patch_size"]))
+    assert 0 < len(kept) < len(val)
+    for i, a in enumerate(kept):
+        for b in kept[i + 1:]:
+            assert abs(a["x0"] - b["x0"]) >= 32.0 or abs(a["y0"] - b["y0"]) >= 32.0
+
+
+@pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
+def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path):
+    """Scores come from whole reconstructions of validation patches: a network whose every logit is
+    pushed towards 'occupied' raises the surface and must score worse than the shipped one."""
+    model, config = load_model(SHIPPED)
+    with torch.no_grad():
+        model.decoder.fc_out.bias += 6.0
+    broken = save_checkpoint(tmp_path / "broken.pt", model, config)
+    results = score_checkpoints([SHIPPED, broken], prepared, log=lambda m: None)
+    base, good, bad = results["baseline 3×3 median"], results[str(SHIPPED)], results[str(broken)]
+    for m in (base, good, bad):
+        assert np.isfinite(m["medae"]) and m["medae"] < m["mae"] + 1e-9 and 0.0 <= m["missing"] < 0.05
+    assert good["medae"] < 1.0
+    assert bad["score"] > good["score"] + 0.1
+
+
+@pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
+def test_a_resume_state_exports_as_a_network_checkpoint(tmp_path):
+    from implicity.training.trainer.checkpointing import save_train_state
+
+    model, _ = load_model(SHIPPED)
+    state = {k: v.clone() + 0.01 for k, v in model.state_dict().items()}
+    resume = save_train_state(tmp_path / "last.ckpt", {"model": state, "progress": {"step": 123, "samples": 984}})
+    out = export_resume_state(resume, SHIPPED, tmp_path / "step123.pt")
+    exported, config = load_model(out)
+    for key, value in exported.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+    from implicity.core.model.checkpoint import read_checkpoint
+
+    training = read_checkpoint(out)["training"]
+    assert training["step"] == 123 and training["exported_from"] == "last.ckpt"
+    assert config.plane_context == load_model(SHIPPED)[1].plane_context

@@ -1,0 +1,84 @@
+"""Rank checkpoints by the DSM they make on the validation split (``training/selection.py``).
+
+    .venv/bin/python tools/select_checkpoint.py CKPT.pt [CKPT.pt ...] [--data prepared/family_points_only]
+        [--like runs/RUN/best.pt]  # needed for trainer resume states (*.ckpt)
+        [--copy-best models/implicity-0-lite.pt]
+
+Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, lowest score
+(MedAE + MAE) first. Trainer resume states (``last.ckpt`` copies) are exported with the config of
+``--like`` first. ``--copy-best`` writes the best checkpoint there in float16 (the shipped format).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from implicity.core.errors import ImplicityError
+    from implicity.training.selection import export_resume_state, score_checkpoints
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data", default=REPO / "prepared" / "family_points_only", type=Path,
+                        help="prepared patches whose validation split is scored")
+    parser.add_argument("--like", type=Path, default=None,
+                        help="a network checkpoint of the same run (config for exporting *.ckpt resume states)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:
+            paths = []
+            for path in args.checkpoints:
+                if path.suffix == ".ckpt":
+                    if args.like is None:
+                        print(f"select-checkpoint: {path} is a trainer resume state; give --like RUN/best.pt.",
+                              file=sys.stderr)
+                        return 2
+                    path = export_resume_state(path, args.like, Path(tmp) / f"{path.stem}.pt")
+                paths.append(path)
+            results = score_checkpoints(paths, args.data, device=args.device)
+            ranked = sorted(results.items(), key=lambda kv: kv[1]["score"])
+            print("\n| checkpoint | step | MedAE | MAE | NMAD | no height |\n|---|---|---|---|---|---|")
+            for label, m in ranked:
+                step = _step(label)
+                print(f"| {Path(label).name} | {step} | {m['medae']:.3f} | {m['mae']:.3f} | {m['nmad']:.3f} | "
+                      f"{100 * m['missing']:.2f} % |")
+            if args.json is not None:
+                args.json.write_text(json.dumps({k: {**v, "step": _step(k)} for k, v in results.items()}, indent=1))
+            best = next((label for label, _ in ranked if Path(label).is_file()), None)
+            if args.copy_best is not None and best is not None:
+                from implicity.core.model import load_model, save_checkpoint
+                from implicity.core.model.checkpoint import read_checkpoint
+
+                model, config = load_model(best)
+                training = dict(read_checkpoint(Path(best)).get("training") or {})
+                training["selection"] = {"rule": "lowest MedAE + MAE on the validation split (training/selection.py)",
+                                         "scores": {Path(k).name: v for k, v in results.items()}}
+                save_checkpoint(args.copy_best, model, config, training=training, half=True)
+                print(f"best: {Path(best).name} -> {args.copy_best}")
+    except ImplicityError as exc:
+        print(f"select-checkpoint: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _step(label: str) -> int | None:
+    from implicity.core.model.checkpoint import read_checkpoint
+
+    path = Path(label)
+    if not path.is_file():
+        return None
+    step = (read_checkpoint(path).get("training") or {}).get("step")
+    return int(step) if step is not None else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
