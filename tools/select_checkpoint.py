@@ -76,7 +76,8 @@ def _step(label: str) -> int | None:
     path = Path(label)
     if not path.is_file():
         return None
-    step = (read_checkpoint(path).get("training") or {}).get("step")
+    training = read_checkpoint(path).get("training") or {}
+    step = training.get("step", training.get("steps"))  # exported resume states / the trainer's exports
     return int(step) if step is not None else None
 
 

@@ -9,20 +9,14 @@ from implicity.core.model import load_model, save_checkpoint
 from implicity.core.shipped_models import default_model
 from implicity.training.selection import export_resume_state, non_overlapping, score_checkpoints
 
+from ..helpers.prepared import prepare_tiny
+
 SHIPPED = default_model(0)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from implicity.training.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("prep")
-    cfg = root / "cfg.yaml"
-    cfg.write_text(
-        "output: out\npatch_size: 32.0\nresolution: 0.5\nstride: 16.0\nn_images: 0\nmin_points: 50\n"
-        "sources:\n  - {name: t, type: synthetic, seeds: [0], split: train, city: {size_m: 64.0}}\n"
-        "  - {name: v, type: synthetic, seeds: [1], split: val, city: {size_m: 64.0}}\n")
-    return prepare_dataset(cfg, out=root / "out", progress=False, log=lambda m: None)
+    return prepare_tiny(tmp_path_factory.mktemp("prep"), stride=16.0)
 
 
 def test_validation_patches_do_not_overlap(prepared):

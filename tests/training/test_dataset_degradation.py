@@ -7,18 +7,12 @@ import pytest
 from implicity.training.data import PatchDataset
 from implicity.training.data.degrade import DegradationFamily
 
+from ..helpers.prepared import prepare_tiny
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from implicity.training.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("prep")
-    cfg = root / "cfg.yaml"
-    cfg.write_text(
-        "output: out\npatch_size: 32.0\nresolution: 0.5\nstride: 32.0\nn_images: 1\nmin_points: 50\n"
-        "sources:\n  - {name: t, type: synthetic, seeds: [0], split: train, city: {size_m: 64.0}}\n"
-        "  - {name: v, type: synthetic, seeds: [1], split: val, city: {size_m: 64.0}}\n")
-    return prepare_dataset(cfg, out=root / "out", progress=False, log=lambda m: None)
+    return prepare_tiny(tmp_path_factory.mktemp("prep"), n_images=1)
 
 
 def test_degraded_samples_are_fresh_and_normalised_like_inference(prepared):
