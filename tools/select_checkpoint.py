@@ -55,14 +55,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps({k: {**v, "step": _step(k)} for k, v in results.items()}, indent=1))
             best = next((label for label, _ in ranked if Path(label).is_file()), None)
             if args.copy_best is not None and best is not None:
-                from implicity.core.model import load_model, save_checkpoint
-                from implicity.core.model.checkpoint import read_checkpoint
+                from implicity.training.selection import ship_checkpoint
 
-                model, config = load_model(best)
-                training = dict(read_checkpoint(Path(best)).get("training") or {})
-                training["selection"] = {"rule": "lowest MedAE + MAE on the validation split (training/selection.py)",
-                                         "scores": {Path(k).name: v for k, v in results.items()}}
-                save_checkpoint(args.copy_best, model, config, training=training, half=True)
+                rule = "lowest MedAE + MAE on the validation split (training/selection.py, tools/select_checkpoint.py)"
+                scores = {Path(k).name: {**v, "step": _step(k)} for k, v in results.items()}
+                ship_checkpoint(Path(best), args.copy_best, {"from": Path(best).name, "step": _step(best),
+                                                            "selection": rule},
+                                extra={"selection": {"rule": rule, "scores": scores}})
                 print(f"best: {Path(best).name} -> {args.copy_best}")
     except ImplicityError as exc:
         print(f"select-checkpoint: {exc}", file=sys.stderr)

@@ -15,17 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def ship(run_dir: Path, name: str, which: str = "best.pt", selection: str = "") -> Path:
-    from implicity.core.model import load_model, save_checkpoint
-    from implicity.core.model.checkpoint import describe_checkpoint
+    from implicity.training.selection import ship_checkpoint
 
-    source = run_dir / which
-    model, config = load_model(source)
-    _config, training = describe_checkpoint(source)
-    target = REPO / "models" / f"{name}.pt"
-    target.parent.mkdir(exist_ok=True)
-    save_checkpoint(target, model, config, training={**training, "shipped": {"from": f"{run_dir.name}/{which}", "selection": selection}},
-                    half=True)
-    return target
+    return ship_checkpoint(run_dir / which, REPO / "models" / f"{name}.pt",
+                           {"from": f"{run_dir.name}/{which}", "selection": selection})
 
 
 def main(argv: list[str] | None = None) -> int:

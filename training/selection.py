@@ -165,3 +165,17 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     training.update(step=int(progress.get("step", -1)), samples=progress.get("samples"),
                     wall_time_s=progress.get("wall_time_s"), exported_from=Path(resume).name)
     return save_checkpoint(out, model, config, training=training)
+
+
+def ship_checkpoint(source: Path, target: Path, shipped: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``source`` to ``target`` in the shipped format (float16), keeping its config,
+    normalisation and training record and adding ``shipped`` (where from, why) and ``extra``."""
+    from implicity.core.model import load_model, save_checkpoint
+    from implicity.core.model.checkpoint import describe_checkpoint
+
+    model, config = load_model(source)
+    _config, training = describe_checkpoint(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(target, model, config, training={**training, **(extra or {}), "shipped": shipped},
+                           half=True)

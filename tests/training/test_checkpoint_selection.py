@@ -1,13 +1,15 @@
 """Checkpoint selection by the DSM a checkpoint makes on the validation split (training/selection.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from implicity.core.model import load_model, save_checkpoint
 from implicity.core.shipped_models import default_model
-from implicity.training.selection import export_resume_state, non_overlapping, score_checkpoints
+from implicity.training.selection import export_resume_state, non_overlapping
 
 from ..helpers.prepared import prepare_tiny
 
@@ -32,19 +34,38 @@ def test_validation_patches_do_not_overlap(prepared):
 
 
 @pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
-def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path):
+def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, capsys):
     """Scores come from whole reconstructions of validation patches: a network whose every logit is
-    pushed towards 'occupied' raises the surface and must score worse than the shipped one."""
+    pushed towards 'occupied' raises the surface and must score worse than the shipped one; the
+    tool ships the winner in float16 with every candidate's score recorded."""
+    import json
+    import sys
+
+    from implicity.core.model.checkpoint import read_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import select_checkpoint
+
     model, config = load_model(SHIPPED)
     with torch.no_grad():
         model.decoder.fc_out.bias += 6.0
     broken = save_checkpoint(tmp_path / "broken.pt", model, config)
-    results = score_checkpoints([SHIPPED, broken], prepared, log=lambda m: None)
+    assert select_checkpoint.main([str(broken), str(SHIPPED), "--data", str(prepared), "--json",
+                                   str(tmp_path / "scores.json"), "--copy-best", str(tmp_path / "best.pt")]) == 0
+    results = json.loads((tmp_path / "scores.json").read_text())
     base, good, bad = results["baseline 3×3 median"], results[str(SHIPPED)], results[str(broken)]
     for m in (base, good, bad):
         assert np.isfinite(m["medae"]) and m["medae"] < m["mae"] + 1e-9 and 0.0 <= m["missing"] < 0.05
     assert good["medae"] < 1.0
     assert bad["score"] > good["score"] + 0.1
+    table = capsys.readouterr().out.split("| checkpoint |")[1]
+    assert table.index(SHIPPED.name) < table.index("broken.pt")
+    shipped = read_checkpoint(tmp_path / "best.pt")
+    assert shipped["training"]["shipped"]["from"] == SHIPPED.name
+    assert set(shipped["training"]["selection"]["scores"]) == {"baseline 3×3 median", SHIPPED.name, "broken.pt"}
+    assert all(v.dtype == torch.float16 for v in shipped["model"].values() if v.is_floating_point())
+    for key, value in load_model(tmp_path / "best.pt")[0].state_dict().items():
+        torch.testing.assert_close(value, load_model(SHIPPED)[0].state_dict()[key])
 
 
 @pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
