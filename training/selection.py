@@ -118,6 +118,8 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
     from .protocol import BASELINE
 
     results: dict[str, dict[str, float]] = {}
+    # Every checkpoint is read first: a wrong path fails in a second, not after the sets are built.
+    n_images = {path: int(load_model(path, device="cpu")[1].n_images) for path in checkpoints}
     with tempfile.TemporaryDirectory(prefix="implicity-select-") as tmp:
         folder = Path(tmp)
         sets = validation_sets(data_root, folder)
@@ -129,12 +131,11 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
                 res.append(_residuals(folder / "b.tif", s.reference))
             results["baseline 3×3 median"] = metrics(np.concatenate(res))
         for path in checkpoints:
-            n_images = int(load_model(path, device="cpu")[1].n_images)
             res = []
             for s in sets:
                 out = folder / "m.tif"
                 reconstruct_dsm(ReconstructionInputs(points=s.cloud, model=path, out_path=out,
-                                                     resolution=_resolution(s), orthos=s.orthos[:n_images],
+                                                     resolution=_resolution(s), orthos=s.orthos[:n_images[path]],
                                                      extent=s.extent),
                                 ReconstructionOptions(device=device))
                 res.append(_residuals(out, s.reference))
@@ -152,6 +153,7 @@ def _resolution(s: ValidationSet) -> float:
 def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     """The weights of a trainer resume checkpoint (``last.ckpt``) as a network checkpoint, with the
     config and normalisation of ``like`` (a checkpoint the same run exported, e.g. its best.pt)."""
+    from implicity.core.errors import InputError
     from implicity.core.model import load_model, save_checkpoint
     from implicity.core.model.checkpoint import read_checkpoint
 
@@ -159,7 +161,11 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
 
     state = load_train_state(resume)
     model, config = load_model(like, device="cpu")
-    model.load_state_dict(state["model"], strict=True)
+    try:
+        model.load_state_dict(state.get("model") or {}, strict=True)
+    except RuntimeError:
+        raise InputError(f"{resume}: its weights do not fit the network of {like}; give --like a checkpoint "
+                         "exported by the same training run.") from None
     progress = state.get("progress", {})
     training = dict(read_checkpoint(Path(like)).get("training") or {})
     training.update(step=int(progress.get("step", -1)), samples=progress.get("samples"),

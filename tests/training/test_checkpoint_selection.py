@@ -84,3 +84,15 @@ def test_a_resume_state_exports_as_a_network_checkpoint(tmp_path):
     training = read_checkpoint(out)["training"]
     assert training["step"] == 123 and training["exported_from"] == "last.ckpt"
     assert config.plane_context == load_model(SHIPPED)[1].plane_context
+
+
+@pytest.mark.skipif(SHIPPED is None or default_model(1) is None, reason="no shipped models in models/")
+def test_a_resume_state_of_another_network_is_refused_in_one_line(tmp_path):
+    from implicity.core.errors import InputError
+    from implicity.training.trainer.checkpointing import save_train_state
+
+    mono, _ = load_model(default_model(1))
+    resume = save_train_state(tmp_path / "last.ckpt", {"model": mono.state_dict(), "progress": {"step": 5}})
+    with pytest.raises(InputError, match="do not fit the network of"):
+        export_resume_state(resume, SHIPPED, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
