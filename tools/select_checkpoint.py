@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {Path(label).name} | {step} | {m['medae']:.3f} | {m['mae']:.3f} | {m['nmad']:.3f} | "
                       f"{100 * m['missing']:.2f} % |")
             if args.json is not None:
-                args.json.write_text(json.dumps({k: {**v, "step": _step(k)} for k, v in results.items()}, indent=1))
+                from implicity.core.outputs import write_text_atomic
+
+                write_text_atomic(args.json, json.dumps({k: {**v, "step": _step(k)} for k, v in results.items()},
+                                                        indent=1))
             best = next((label for label, _ in ranked if Path(label).is_file()), None)
             if args.copy_best is not None and best is not None:
                 from implicity.training.selection import ship_checkpoint

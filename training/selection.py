@@ -99,13 +99,14 @@ def _residuals(path: Path, reference: np.ndarray) -> np.ndarray:
 
 
 def metrics(residuals: np.ndarray) -> dict[str, float]:
-    """MedAE, MAE, RMSE, NMAD and the share of reference pixels left without a height."""
+    """The evaluation's statistics (``Metrics.of``) of the finite residuals, the share of reference
+    pixels left without a height, and the selection score MedAE + MAE."""
+    from implicity.core.evaluation import Metrics
+
     missing = ~np.isfinite(residuals)
-    e = residuals[~missing]
-    a = np.abs(e)
-    return {"medae": float(np.median(a)), "mae": float(a.mean()), "rmse": float(np.sqrt((e ** 2).mean())),
-            "nmad": float(1.4826 * np.median(np.abs(e - np.median(e)))), "missing": float(missing.mean()),
-            "score": float(np.median(a) + a.mean())}
+    m = Metrics.of(residuals[~missing])
+    return {"medae": m.medae, "mae": m.mae, "rmse": m.rmse, "nmad": m.nmad, "missing": float(missing.mean()),
+            "score": m.medae + m.mae}
 
 
 def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: str = "cpu",
