@@ -3,6 +3,7 @@
     .venv/bin/python tools/select_checkpoint.py CKPT.pt [CKPT.pt ...] [--data prepared/family_points_only]
         [--like runs/RUN/best.pt]  # needed for trainer resume states (*.ckpt)
         [--copy-best models/implicity-0-lite.pt]
+        [--prior-of CKPT.pt]       # also score that network's surface prior alone (an ablation)
 
 Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, lowest score
 (MedAE + MAE) first. Trainer resume states (``last.ckpt`` copies) are exported with the config of
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
-    from implicity.training.selection import export_resume_state, score_checkpoints
+    from implicity.training.selection import export_resume_state, prior_only, score_checkpoints
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
+    parser.add_argument("--prior-of", type=Path, action="append", default=[],
+                        help="also score the surface prior of this checkpoint alone (never shipped)")
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:
@@ -44,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
                         return 2
                     path = export_resume_state(path, args.like, Path(tmp) / f"{path.stem}.pt")
                 paths.append(path)
-            results = score_checkpoints(paths, args.data, device=args.device)
+            priors = [prior_only(path, Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
+                      for i, path in enumerate(args.prior_of)]
+            results = score_checkpoints(paths + priors, args.data, device=args.device)
+            for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
+                results[f"prior of {path.name}"] = results.pop(str(prior))
             ranked = sorted(results.items(), key=lambda kv: kv[1]["score"])
             print("\n| checkpoint | step | MedAE | MAE | NMAD | no height |\n|---|---|---|---|---|---|")
             for label, m in ranked:

@@ -174,6 +174,39 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     return save_checkpoint(out, model, config, training=training)
 
 
+#: Logit per decoder unit of height above the prior in :func:`prior_only`: steep enough that the
+#: search's crossing is the prior's height to well under a millimetre.
+PRIOR_ONLY_GAIN = 20.0
+
+
+def prior_only(source: Path, out: Path) -> Path:
+    """``source``'s network with its decoder replaced by −gain × (height above the prior).
+
+    Why: with ``height_reference: prior`` the DSM is the network's correction of a classical
+    surface computed inside it; this checkpoint makes the DSM of that surface alone through the
+    same reconstruction (windows, blending, evidence rules), so a selection table can show what
+    the learnt part adds. Every feature projection and residual block is zeroed; two hidden units
+    carry ±(height above the prior) and the output layer subtracts them.
+    """
+    import torch
+
+    from implicity.core.errors import InputError
+    from implicity.core.model import load_model, save_checkpoint
+
+    model, config = load_model(source)
+    if config.height_reference != "prior":
+        raise InputError(f"{source}: its network has no surface prior (height_reference "
+                         f"{config.height_reference!r}); --prior-of needs a robust model.")
+    decoder = model.decoder
+    with torch.no_grad():
+        for module in (*decoder.fc_c, *(block.fc_1 for block in decoder.blocks), decoder.fc_p, decoder.fc_out):
+            module.weight.zero_()
+            module.bias.zero_()
+        decoder.fc_p.weight[0, 2], decoder.fc_p.weight[1, 2] = -1.0, 1.0
+        decoder.fc_out.weight[:, 0], decoder.fc_out.weight[:, 1] = PRIOR_ONLY_GAIN, -PRIOR_ONLY_GAIN
+    return save_checkpoint(out, model, config, training={"prior_only_of": Path(source).name})
+
+
 def ship_checkpoint(source: Path, target: Path, shipped: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``source`` to ``target`` in the shipped format (float16), keeping its config,

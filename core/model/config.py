@@ -24,6 +24,7 @@ DEFAULT_IMAGE_STD = 487.496
 
 HEIGHT_REFERENCES = ("window", "prior")
 PLANE_CONTEXTS = ("none", "prior")
+PRIOR_REFINEMENTS = ("none", "bilateral")
 IMAGE_NORMALIZATIONS = ("dataset", "per_image")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -64,6 +65,10 @@ class ModelConfig:
     prior_z_scale: float = 4.0          # metres per decoder unit of the prior-relative height
     prior_outlier_m: float = 5.0        # cells this far from their 5 × 5 median leave the prior
     prior_smoothing: int = 3            # side of the prior's median filter (cells)
+    prior_refinement: str = "none"      # "bilateral": edge-preserving robust mean of the points on top
+                                        # of the median surface (prior.bilateral_refinement)
+    prior_refine_radius_m: float = 2.0  # reach of that mean (metres)
+    prior_noise_floor_m: float = 0.1    # the smallest height noise it assumes (metres)
     point_clip_m: float = 0.0           # > 0: clamp input points to prior ± this before encoding
     point_height: str = "window"        # encoder's z: "window" (z − window median) / z_std; "prior":
                                         # (z − prior) / prior_z_scale (needs height_reference: prior)
@@ -110,6 +115,12 @@ class ModelConfig:
             problems.append(f"plane_context must be one of {PLANE_CONTEXTS} (got {self.plane_context!r})")
         elif self.plane_context == "prior" and self.height_reference != "prior":
             problems.append("plane_context 'prior' needs height_reference 'prior'")
+        if self.prior_refinement not in PRIOR_REFINEMENTS:
+            problems.append(f"prior_refinement must be one of {PRIOR_REFINEMENTS} (got {self.prior_refinement!r})")
+        elif self.prior_refinement != "none" and self.height_reference != "prior":
+            problems.append(f"prior_refinement {self.prior_refinement!r} needs height_reference 'prior'")
+        if not (self.prior_refine_radius_m > 0 and self.prior_noise_floor_m > 0):
+            problems.append("prior_refine_radius_m and prior_noise_floor_m must be > 0")
         if self.image_normalization not in IMAGE_NORMALIZATIONS:
             problems.append(f"image_normalization must be one of {IMAGE_NORMALIZATIONS} "
                             f"(got {self.image_normalization!r})")

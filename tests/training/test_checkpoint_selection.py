@@ -37,7 +37,8 @@ def test_validation_patches_do_not_overlap(prepared):
 def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, capsys):
     """Scores come from whole reconstructions of validation patches: a network whose every logit is
     pushed towards 'occupied' raises the surface and must score worse than the shipped one; the
-    tool ships the winner in float16 with every candidate's score recorded."""
+    tool ships the winner in float16 with every candidate's score recorded, and the prior-only
+    ablation is scored beside them but can never be shipped."""
     import json
     import sys
 
@@ -51,10 +52,11 @@ def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, cap
         model.decoder.fc_out.bias += 6.0
     broken = save_checkpoint(tmp_path / "broken.pt", model, config)
     assert select_checkpoint.main([str(broken), str(SHIPPED), "--data", str(prepared), "--json",
-                                   str(tmp_path / "scores.json"), "--copy-best", str(tmp_path / "best.pt")]) == 0
+                                   str(tmp_path / "scores.json"), "--copy-best", str(tmp_path / "best.pt"), "--prior-of", str(SHIPPED)]) == 0
     results = json.loads((tmp_path / "scores.json").read_text())
     base, good, bad = results["baseline 3×3 median"], results[str(SHIPPED)], results[str(broken)]
-    for m in (base, good, bad):
+    prior = results[f"prior of {SHIPPED.name}"]
+    for m in (base, good, bad, prior):
         assert np.isfinite(m["medae"]) and m["medae"] < m["mae"] + 1e-9 and 0.0 <= m["missing"] < 0.05
     assert good["medae"] < 1.0
     assert bad["score"] > good["score"] + 0.1
@@ -62,7 +64,8 @@ def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, cap
     assert table.index(SHIPPED.name) < table.index("broken.pt")
     shipped = read_checkpoint(tmp_path / "best.pt")
     assert shipped["training"]["shipped"]["from"] == SHIPPED.name
-    assert set(shipped["training"]["selection"]["scores"]) == {"baseline 3×3 median", SHIPPED.name, "broken.pt"}
+    assert set(shipped["training"]["selection"]["scores"]) == {"baseline 3×3 median", SHIPPED.name, "broken.pt",
+                                                               f"prior of {SHIPPED.name}"}
     assert all(v.dtype == torch.float16 for v in shipped["model"].values() if v.is_floating_point())
     for key, value in load_model(tmp_path / "best.pt")[0].state_dict().items():
         torch.testing.assert_close(value, load_model(SHIPPED)[0].state_dict()[key])
@@ -96,3 +99,29 @@ def test_a_resume_state_of_another_network_is_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="do not fit the network of"):
         export_resume_state(resume, SHIPPED, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_prior_only_network_outputs_the_priors_surface(tmp_path):
+    """The ablation's decoder is −gain × (height above the prior), so the search's crossing is the
+    prior itself; a network without a prior is refused in one line."""
+    from implicity.core.errors import InputError
+    from implicity.core.model import build_model, load_model_config
+    from implicity.training.selection import PRIOR_ONLY_GAIN, prior_only
+
+    cfg = load_model_config("implicity_0_bilateral_lite.yaml")
+    torch.manual_seed(0)
+    source = save_checkpoint(tmp_path / "net.pt", build_model(cfg))
+    net, _ = load_model(prior_only(source, tmp_path / "prior.pt"))
+    g = torch.Generator().manual_seed(1)
+    pts = torch.rand(1, 3000, 3, generator=g) * torch.tensor([1.0, 1.0, 0.05])
+    query = torch.rand(1, 400, 3, generator=g) * torch.tensor([1.0, 1.0, 0.1])
+    with torch.no_grad():
+        features = net.encode(pts)
+        logits = net.decode(query, features)
+        from implicity.core.model.decoder import sample_plane
+
+        rel = (query[..., 2] - sample_plane(features.prior, query[..., :2])[..., 0]) * cfg.z_std / cfg.prior_z_scale
+    torch.testing.assert_close(logits, -PRIOR_ONLY_GAIN * rel, atol=1e-4, rtol=1e-4)
+    window = save_checkpoint(tmp_path / "window.pt", build_model(load_model_config("implicity_0_lite.yaml")))
+    with pytest.raises(InputError, match="no surface prior"):
+        prior_only(window, tmp_path / "x.pt")
