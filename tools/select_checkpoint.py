@@ -38,16 +38,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:
-            paths = []
-            for path in args.checkpoints:
-                if path.suffix == ".ckpt":
-                    if args.like is None:
-                        print(f"select-checkpoint: {path} is a trainer resume state; give --like RUN/best.pt.",
-                              file=sys.stderr)
-                        return 2
-                    path = export_resume_state(path, args.like, Path(tmp) / f"{path.stem}.pt")
-                paths.append(path)
-            priors = [prior_only(path, Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
+            resume_states = [p for p in (*args.checkpoints, *args.prior_of) if p.suffix == ".ckpt"]
+            if resume_states and args.like is None:
+                print(f"select-checkpoint: {resume_states[0]} is a trainer resume state; give --like RUN/best.pt.",
+                      file=sys.stderr)
+                return 2
+
+            def network(path: Path) -> Path:  # resume states are exported with --like's config first
+                if path.suffix != ".ckpt":
+                    return path
+                return export_resume_state(path, args.like, Path(tmp) / f"{path.stem}.pt")
+
+            paths = [network(path) for path in args.checkpoints]
+            priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
             results = score_checkpoints(paths + priors, args.data, device=args.device)
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
