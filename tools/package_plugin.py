@@ -23,8 +23,8 @@ REQUIRED = ("__init__.py", "metadata.txt", "icon.png", "implicity_qgis")
 #: Never shipped, wherever they appear.
 EXCLUDE = ("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "tests", "test_*.py", "bench", "runs",
            "*.part", "*.tmp.tif", "*.ckpt.tmp")
-#: Folders of the repository that the plugin never needs (training's initial weights).
-EXCLUDE_PATHS = ("training/init",)
+#: Folders of the repository that the plugin never needs (training's initial weights, runs in progress).
+EXCLUDE_PATHS = ("training/init", "training/resume")
 FIXED_DATE = (2024, 1, 1, 0, 0, 0)
 
 
