@@ -174,8 +174,8 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     return save_checkpoint(out, model, config, training=training)
 
 
-#: Logit per decoder unit of height above the prior in :func:`prior_only`: steep enough that the
-#: search's crossing is the prior's height to well under a millimetre.
+#: Logit per decoder unit of height above the prior in :func:`prior_only`. The logit is linear in
+#: height and zero exactly on the prior; the gain only makes the occupancy flip sharply there.
 PRIOR_ONLY_GAIN = 20.0
 
 
