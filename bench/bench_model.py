@@ -115,9 +115,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4,
                         help="CPU decoder repetitions at 64k queries (fewer for larger batches, at least 1)")
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when available")
+    parser.add_argument("--cuda-only", action="store_true", help="skip the CPU (a GPU lease is short)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
+    if args.cuda_only and not torch.cuda.is_available():
+        parser.error("--cuda-only: PyTorch sees no CUDA device here")
+    devices = [] if args.cuda_only else [torch.device("cpu")]
     if torch.cuda.is_available() and not args.cpu_only:
         devices.append(torch.device("cuda"))
     names = ", ".join("cpu" if d.type == "cpu" else f"cuda ({torch.cuda.get_device_name(0)})" for d in devices)

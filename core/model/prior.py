@@ -109,7 +109,8 @@ REFINE_ITERATIONS = 3
 
 
 def bilateral_refinement(points: torch.Tensor, surface: torch.Tensor, radius: float,
-                         noise_floor: float, iterations: int = REFINE_ITERATIONS) -> torch.Tensor:
+                         noise_floor: float, iterations: int = REFINE_ITERATIONS,
+                         stacked: bool | None = None) -> torch.Tensor:
     """An edge-preserving robust mean of the points around each cell, started from ``surface``.
 
     Why: the per-cell median of a stereo cloud keeps most of its height noise (a 3 × 3 median
@@ -121,6 +122,7 @@ def bilateral_refinement(points: torch.Tensor, surface: torch.Tensor, radius: fl
     or slope average out; points of the neighbouring roof, a wall or a blunder get no weight. A
     Gaussian-weighted mean of a plane over a symmetric disc is the plane, so slopes stay unbiased.
     Cells with no weighted point nearby keep ``surface``, and so does a window without points.
+    ``stacked`` picks how the disc is summed (None: by device; see :func:`_disc_sums`).
     """
     from .point_encoder import plane_index
 
@@ -150,16 +152,39 @@ def bilateral_refinement(points: torch.Tensor, surface: torch.Tensor, radius: fl
         mean = weighted_z / weight.clamp(min=1e-12)        # 0 in empty cells, whose weight is 0
         grids = F.pad(torch.stack([weight, weighted_z, mean], 1).reshape(b, 3, r, r), (h, h, h, h))
         current = out[:, 0]
-        total = torch.zeros_like(current)
-        total_z = torch.zeros_like(current)
-        for dy, dx, gauss in disc:
-            near = grids[:, :, h + dy:h + dy + r, h + dx:h + dx + r]
-            k = torch.exp((near[:, 2] - current).square_() * inv_width2).mul_(gauss)
-            total.addcmul_(k, near[:, 0])
-            total_z.addcmul_(k, near[:, 1])
+        total, total_z = _disc_sums(grids, current, disc, inv_width2, h, stacked)
         refined = total_z / total.clamp(min=1e-12)
         out = torch.where(total > 1e-3, refined, current).unsqueeze(1)
     return out
+
+
+def _disc_sums(grids: torch.Tensor, current: torch.Tensor, disc: list[tuple[int, int, float]],
+               inv_width2: torch.Tensor, h: int, stacked: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over the disc of range × Gaussian weights times (weight, weighted z), per cell.
+
+    ``grids`` (B, 3, R + 2h, R + 2h) holds each cell's point weight, weighted z and mean. On the CPU
+    one shifted view per offset is cheapest; on a GPU those are ~150 tiny kernels per window, so
+    all offsets go into one unfolded tensor there (the same sums, in another order). ``stacked``
+    forces one way (None: by device).
+    """
+    b, r = current.shape[0], current.shape[1]
+    if not (grids.is_cuda if stacked is None else stacked):
+        total = torch.zeros_like(current)
+        total_z = torch.zeros_like(current)
+        for dy, dx, g in disc:
+            near = grids[:, :, h + dy:h + dy + r, h + dx:h + dx + r]
+            k = torch.exp((near[:, 2] - current).square_() * inv_width2).mul_(g)
+            total.addcmul_(k, near[:, 0])
+            total_z.addcmul_(k, near[:, 1])
+        return total, total_z
+    side = 2 * h + 1
+    offsets = torch.tensor([(h + dy) * side + (h + dx) for dy, dx, _ in disc], device=grids.device)
+    gauss = torch.tensor([g for _, _, g in disc], dtype=grids.dtype, device=grids.device).view(1, -1, 1)
+    near = F.unfold(grids, side).view(b, 3, side * side, r * r)[:, :, offsets]     # (B, 3, K, R·R)
+    k = torch.exp((near[:, 2] - current.reshape(b, 1, r * r)).square_() * inv_width2).mul_(gauss)
+    total = (k * near[:, 0]).sum(1).view(b, r, r)
+    total_z = (k * near[:, 1]).sum(1).view(b, r, r)
+    return total, total_z
 
 
 def clamp_to_prior(points: torch.Tensor, prior_at_points: torch.Tensor, limit: float) -> torch.Tensor:

@@ -26,9 +26,11 @@ import logging
 import math
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -210,6 +212,8 @@ def _validate(options: ReconstructionOptions) -> None:
     if not (options.threads in ("auto", "all") or (isinstance(options.threads, int) and options.threads >= 1)):
         raise InputError(f"{param('threads')} '{options.threads}': use auto, all or a number of threads >= 1.")
     _number(options.reserve_cores, "reserve_cores", 0.0, high=4096.0)
+    if options.prefetch is not None:
+        _number(options.prefetch, "prefetch", 0.0, high=64.0)
     if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
         raise InputError(f"{param('fast_search')}: coarse_samples and refine_factor must be at least 2.")
     ev = options.evidence
@@ -318,41 +322,98 @@ def blend_windows(windows: Iterable[Window], index: PointIndex, ctx: WindowConte
     DSM. Returns (windows computed, windows skipped for lack of points); ``on_window`` is called
     after each window, and ``ctx.is_cancelled`` is asked before each.
     """
-    ctx_margin = context_margin(ctx.grid.resolution, ctx.options.evidence, ctx.options.fill_max_distance)
     tiles = skipped = 0
-    for win in windows:
-        if ctx.is_cancelled is not None and ctx.is_cancelled():
-            raise CancelledError("reconstruction stopped by the user; no output was written")
-        if ctx.threads is not None:
-            ctx.threads.update()
-        if _blend_window(win, index, ctx, acc, stats, ctx_margin):
-            tiles += 1
-        else:
-            skipped += 1
-        if on_window is not None:
-            on_window()
+    with _prepared_windows(windows, index, ctx) as prepared:
+        for prep in prepared:
+            if ctx.is_cancelled is not None and ctx.is_cancelled():
+                raise CancelledError("reconstruction stopped by the user; no output was written")
+            if ctx.threads is not None:
+                ctx.threads.update()
+            if prep.points is None:
+                skipped += 1
+            else:
+                _blend_window(prep.win, prep.points, prep.evidence, ctx, acc, stats)
+                tiles += 1
+            if on_window is not None:
+                on_window()
     return tiles, skipped
 
 
-def _blend_window(win: Window, index: PointIndex, ctx: WindowContext, acc: BlendAccumulator, stats: _Stats,
-                  ctx_margin: float) -> bool:
-    """One window into ``acc``; False when it was skipped (no points, or none within reach)."""
-    options, grid, model, device = ctx.options, ctx.grid, ctx.model, ctx.device
-    res = grid.resolution
-    xmin, _, _, ymax = grid.bounds
-    window_size, z_std = ctx.window_size, ctx.z_std
+#: Windows prepared ahead on a worker thread while the GPU computes the current one (the default
+#: of ``ReconstructionOptions.prefetch`` on a GPU; on the CPU it is 0: torch uses the cores there).
+GPU_PREFETCH_WINDOWS = 2
+
+
+@dataclass
+class PreparedWindow:
+    """A window's CPU-side inputs: its points and, in fast mode, the points' evidence; ``points`` is
+    None when the window is skipped (no points, or none within reach of its pixels)."""
+
+    win: Window
+    points: np.ndarray | None
+    evidence: Evidence | None = None
+
+
+def prepare_window(win: Window, index: PointIndex, ctx: WindowContext, ctx_margin: float) -> PreparedWindow:
+    """Everything of a window that needs only numpy: no model, no device, no shared state."""
+    options = ctx.options
     original = options.mode == "reference"
     points = index.query(*win.bounds())
     if original:
         points = strict_crop(points, *win.bounds())
     if points.shape[0] < max(1, options.min_points_per_window):
-        return False
-    ev = None
-    if not original:
-        ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), grid, win.r0, win.c0,
-                             win.shape, options.evidence, options.fill_max_distance)
-        if not ev.eligible.any():  # no point within reach of any pixel it decodes
-            return False
+        return PreparedWindow(win, None)
+    if original:
+        return PreparedWindow(win, points)
+    ev = window_evidence(index.query(*_grown(win.bounds(), ctx_margin)), ctx.grid, win.r0, win.c0,
+                         win.shape, options.evidence, options.fill_max_distance)
+    if not ev.eligible.any():  # no point within reach of any pixel it decodes
+        return PreparedWindow(win, None)
+    return PreparedWindow(win, points, ev)
+
+
+@contextlib.contextmanager
+def _prepared_windows(windows: Iterable[Window], index: PointIndex,
+                      ctx: WindowContext) -> Iterator[Iterator[PreparedWindow]]:
+    """The windows with their CPU-side inputs, in order.
+
+    With ``options.prefetch`` > 0 (the default on a GPU) the next windows are prepared on a worker
+    thread while the current one is encoded and decoded (numpy and scipy release the GIL), so the
+    GPU does not wait for the CPU between windows. By default on the CPU they are prepared in turn:
+    torch already uses the cores there. Either way the windows and their DSM are the same.
+    """
+    ctx_margin = context_margin(ctx.grid.resolution, ctx.options.evidence, ctx.options.fill_max_distance)
+    ahead_count = ctx.options.prefetch
+    if ahead_count is None:
+        ahead_count = GPU_PREFETCH_WINDOWS if ctx.device.type == "cuda" else 0
+    if int(ahead_count) <= 0:
+        yield (prepare_window(win, index, ctx, ctx_margin) for win in windows)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="implicity-prepare")
+
+    def ahead() -> Iterator[PreparedWindow]:
+        pending: deque[Future[PreparedWindow]] = deque()
+        for win in windows:
+            pending.append(pool.submit(prepare_window, win, index, ctx, ctx_margin))
+            if len(pending) > int(ahead_count):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    try:
+        yield ahead()
+    finally:  # a cancel or an error: drop what was queued, wait for the one running
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _blend_window(win: Window, points: np.ndarray, ev: Evidence | None, ctx: WindowContext, acc: BlendAccumulator,
+                  stats: _Stats) -> None:
+    """One prepared window (its points, and in fast mode their evidence) into ``acc``."""
+    options, grid, model, device = ctx.options, ctx.grid, ctx.model, ctx.device
+    res = grid.resolution
+    xmin, _, _, ymax = grid.bounds
+    window_size, z_std = ctx.window_size, ctx.z_std
+    original = options.mode == "reference"
     shift = lower_median(points[:, 2]) if original else float(np.median(points[:, 2]))
     frame = WindowFrame(win.x0, win.y0, window_size, shift, z_std)
     t0 = time.perf_counter()
@@ -380,7 +441,6 @@ def _blend_window(win: Window, index: PointIndex, ctx: WindowContext, acc: Blend
     stats.add("decoded_pixels", height.size)
     acc.add(win.r0, win.c0, height.reshape(win.shape), win.weights(res),
             None if conf is None else conf.reshape(win.shape), eligible)
-    return True
 
 
 def check_run(inputs: ReconstructionInputs, options: ReconstructionOptions) -> tuple[Path, Path | None]:

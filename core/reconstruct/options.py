@@ -129,6 +129,7 @@ class ReconstructionOptions:
     min_points_per_window: int = 1
     threads: str | int = "auto"  # CPU: auto = the cores other processes leave free (threads.py), all, or N
     reserve_cores: int = 0  # CPU cores never used (the QGIS plugin keeps one for the desktop)
+    prefetch: int | None = None  # windows prepared ahead on a worker thread; None = 2 on a GPU, 0 on the CPU
 
     def stride(self) -> float:
         if self.window_stride is not None:

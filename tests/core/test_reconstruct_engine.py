@@ -128,6 +128,34 @@ def test_cancel_leaves_no_file(tmp_path, scene):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_windows_prepared_ahead_give_the_same_dsm(tmp_path, scene, mode):
+    """Preparing windows on a worker thread (the GPU default) changes when, not what, is computed."""
+    cloud, _ = scene
+    inline = _run(tmp_path, cloud, NearestPointModel(), name="inline.tif", mode=mode, prefetch=0)
+    ahead = _run(tmp_path, cloud, NearestPointModel(), name="ahead.tif", mode=mode, prefetch=2)
+    assert ahead.tiles == inline.tiles and ahead.tiles_skipped == inline.tiles_skipped
+    np.testing.assert_array_equal(read_dsm(ahead.dsm_path), read_dsm(inline.dsm_path))
+
+
+def test_cancel_with_windows_prepared_ahead_leaves_no_file_and_no_thread(tmp_path, scene):
+    import threading
+
+    cloud, _ = scene
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "c.tif",
+                                  resolution=RES)
+    with pytest.raises(CancelledError):
+        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", prefetch=3), is_cancelled=cancelled)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("implicity-prepare")]
+
+
 def test_progress_is_reported_and_monotone(tmp_path):
     cloud, _ = pixel_scene(30.0, 20.0, 1.0)
     seen: list[float] = []
@@ -168,6 +196,7 @@ def test_network_finding_nothing_gives_the_envelope_bottom_flagged(tmp_path):
     (dict(device="cuda:7"), "device"),
     (dict(device="tpu"), "device"),
     (dict(mode="slow"), "mode"),
+    (dict(prefetch=-1), "prefetch"),
 ])
 def test_bad_options_are_explained(tmp_path, kwargs, option):
     cloud, _ = pixel_scene(10.0, 10.0, 1.0)

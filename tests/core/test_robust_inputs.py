@@ -8,7 +8,7 @@ import torch
 
 from implicity.core.errors import InputError
 from implicity.core.model import build_model, load_model_config, normalize_image
-from implicity.core.model.prior import cell_lower_median, plane_context, surface_prior
+from implicity.core.model.prior import bilateral_refinement, cell_lower_median, plane_context, surface_prior
 from implicity.core.normalization import DEFAULT_Z_STD
 
 Z_STD = DEFAULT_Z_STD
@@ -202,3 +202,13 @@ def test_bilateral_refinement_keeps_an_exact_surface():
     assert load_model_config("implicity_0_context_lite.yaml").prior_refinement == "none"
     bilateral = load_model_config("implicity_0_bilateral_lite.yaml")
     assert bilateral.prior_refinement == "bilateral" and bilateral.plane_context == "prior"
+
+
+def test_bilateral_refinement_sums_the_disc_the_same_way_on_every_device():
+    """The GPU's one-tensor sum over the disc (``stacked``) gives the CPU loop's surface."""
+    pts, _ = _noisy_step(seed=2, noise=0.05)
+    start = surface_prior(pts, 64, 5.0, 3)
+    loop = bilateral_refinement(pts, start, 4.0, 0.01, stacked=False)
+    stacked = bilateral_refinement(pts, start, 4.0, 0.01, stacked=True)
+    assert not torch.equal(loop, start)
+    torch.testing.assert_close(stacked, loop, atol=1e-5, rtol=0)
