@@ -112,33 +112,8 @@ def test_user_extent_and_odd_stride(tmp_path, scene):
     assert np.abs(dsm - sub).max() <= ReconstructionOptions().fast_search.final_step
 
 
-def test_cancel_leaves_no_file(tmp_path, scene):
-    cloud, _ = scene
-    calls = []
-
-    def cancelled() -> bool:
-        calls.append(1)
-        return len(calls) > 2
-
-    inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "c.tif",
-                                  confidence_path=tmp_path / "cc.tif", resolution=RES)
-    with pytest.raises(CancelledError):
-        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu"), is_cancelled=cancelled)
-    assert len(calls) == 3
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("mode", ["fast", "reference"])
-def test_windows_prepared_ahead_give_the_same_dsm(tmp_path, scene, mode):
-    """Preparing windows on a worker thread (the GPU default) changes when, not what, is computed."""
-    cloud, _ = scene
-    inline = _run(tmp_path, cloud, NearestPointModel(), name="inline.tif", mode=mode, prefetch=0)
-    ahead = _run(tmp_path, cloud, NearestPointModel(), name="ahead.tif", mode=mode, prefetch=2)
-    assert ahead.tiles == inline.tiles and ahead.tiles_skipped == inline.tiles_skipped
-    np.testing.assert_array_equal(read_dsm(ahead.dsm_path), read_dsm(inline.dsm_path))
-
-
-def test_cancel_with_windows_prepared_ahead_leaves_no_file_and_no_thread(tmp_path, scene):
+@pytest.mark.parametrize("prefetch", [None, 3])
+def test_cancel_leaves_no_file_and_no_thread(tmp_path, scene, prefetch):
     import threading
 
     cloud, _ = scene
@@ -149,11 +124,22 @@ def test_cancel_with_windows_prepared_ahead_leaves_no_file_and_no_thread(tmp_pat
         return len(calls) > 2
 
     inputs = ReconstructionInputs(points=cloud, model=NearestPointModel(), out_path=tmp_path / "c.tif",
-                                  resolution=RES)
+                                  confidence_path=tmp_path / "cc.tif", resolution=RES)
     with pytest.raises(CancelledError):
-        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", prefetch=3), is_cancelled=cancelled)
+        reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", prefetch=prefetch), is_cancelled=cancelled)
+    assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name.startswith("implicity-prepare")]
+
+
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_windows_prepared_ahead_give_the_same_dsm(tmp_path, scene, mode):
+    """Preparing windows on a worker thread (the GPU default) changes when, not what, is computed."""
+    cloud, _ = scene
+    inline = _run(tmp_path, cloud, NearestPointModel(), name="inline.tif", mode=mode, prefetch=0)
+    ahead = _run(tmp_path, cloud, NearestPointModel(), name="ahead.tif", mode=mode, prefetch=2)
+    assert ahead.tiles == inline.tiles and ahead.tiles_skipped == inline.tiles_skipped
+    np.testing.assert_array_equal(read_dsm(ahead.dsm_path), read_dsm(inline.dsm_path))
 
 
 def test_progress_is_reported_and_monotone(tmp_path):

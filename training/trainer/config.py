@@ -48,6 +48,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     accumulate: int = 64
     grad_clip: float | None = None
+    # Parameter-name prefixes kept fixed (not trained, not in Adam), e.g. [point_encoder., decoder.]:
+    # train a new branch on top of a network that is already good without it.
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +93,8 @@ class TrainConfig:
     model: Any = None              # path to a model YAML (relative to this file) or an inline mapping
     init_from: Any = None          # checkpoint(s) whose matching weights start the run (a path or a list;
                                    # later files override earlier ones)
+    zero_init: list[str] = field(default_factory=list)  # parameter-name prefixes set to 0 after init_from:
+                                   # a new branch whose output layer starts at zero changes nothing at step 0
     out_dir: str = "runs/implicity"
     seed: int = 0
     device: str = "auto"           # "auto", "cpu", "cuda", "cuda:N"
@@ -175,6 +180,10 @@ def validate_train_config(c: TrainConfig) -> None:
          "validation.select_on 'dsm_medae' needs validation.dsm: true"),
         (c.data.n_query >= 1 and c.data.n_query_val >= 1, "data.n_query and data.n_query_val must be >= 1"),
         (c.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (isinstance(c.optim.freeze, (list, tuple)) and all(isinstance(x, str) and x for x in c.optim.freeze),
+         "optim.freeze must be a list of parameter-name prefixes, e.g. [point_encoder., decoder.]"),
+        (isinstance(c.zero_init, (list, tuple)) and all(isinstance(x, str) and x for x in c.zero_init),
+         "zero_init must be a list of parameter-name prefixes, e.g. [image_encoder.l1.]"),
         (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
          "device must be auto, cpu, cuda or cuda:N"),
     ]

@@ -43,6 +43,7 @@ from .distributed import (
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
 from .loss import weighted_bce_with_logits
+from .parameters import freeze_parameters
 from .validation import ValidationResult, evaluate
 
 RESUME_FILE = "last.ckpt"
@@ -106,6 +107,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.module = model.to(self.device)
+        if config.optim.freeze:  # before DDP, which registers the parameters that take gradients
+            frozen = freeze_parameters(self.module, config.optim.freeze, config.source)
+            if self.ctx.is_main:
+                print(f"optim.freeze: {frozen} tensors kept fixed ({', '.join(config.optim.freeze)})", file=sys.stderr)
         self.net: torch.nn.Module = self.module
         if self.ctx.enabled:
             self.net = DistributedDataParallel(
@@ -117,8 +122,8 @@ class Trainer:
                   f"using {self.accumulate} per process ({self.accumulate * world} samples per step).",
                   file=sys.stderr)
         o = config.optim
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=o.lr_base, betas=o.betas,
-                                          weight_decay=o.weight_decay)
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=o.lr_base, betas=o.betas, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CyclicLR(
             self.optimizer, base_lr=o.lr_base, max_lr=o.lr_max, step_size_up=o.step_size_up,
             step_size_down=o.step_size_down, mode=o.lr_mode, cycle_momentum=False)

@@ -12,6 +12,7 @@ from implicity.core.errors import InputError
 from .config import TrainConfig, load_train_config
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .loop import RESUME_FILE, Trainer, seed_everything
+from .parameters import zero_parameters
 
 
 def build_model_from_config(config: TrainConfig) -> tuple[Any, Any]:
@@ -131,6 +132,9 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
             sources = config.init_from if isinstance(config.init_from, list) else [config.init_from]
             for path in sources:
                 initialise_from(model, str(path))
+        if config.zero_init and not resume:
+            zeroed = zero_parameters(model, config.zero_init, config.source)
+            print(f"zero_init: {zeroed} tensors set to 0 ({', '.join(config.zero_init)})")
         trainer = Trainer(config, model, model_config, train, val, ctx=ctx,
                           progress_bar=progress_bar and ctx.is_main)
         return trainer.fit(resume=resume)
