@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     cloud, heights = city_points(args.side, seed=3)
     print(f"Scene: synthetic city {args.side:.0f} x {args.side:.0f} m, {len(cloud):,} points; fast mode")
     cpu_res = [float(r) for r in (args.cpu_resolutions or args.resolutions).split(",")]
-    rows = []
+    rows: list[tuple[float, str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         settings = [("cuda", prec) for prec in args.precisions.split(",")] if has_cuda else []
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 dsm = read(out)
                 dsms[label] = dsm
                 px = result.width * result.height
-                rows.append((resolution, label, seconds, result, peak, medae(dsm, truth)))
+                rows.append((resolution, label, seconds))
                 q = result.stats.get("queries", 0)
                 print(f"  {resolution:>5} m  {label:<10} {seconds:7.2f} s  {seconds / (args.side ** 2 / 1e6):7.2f} s/km²  "
                       f"{result.tiles:4d} windows  {q / px:5.1f} q/px  encode {result.stats.get('encode_s', 0):6.2f} s  "
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"P99 {np.nanpercentile(np.abs(dsm - base), 99):.3f} m")
     print("\nSummary (seconds per km², fast mode)")
     print(f"  {'res m':>6}{'setting':>12}{'s/km²':>9}{'CPU/this':>10}")
-    for resolution, label, seconds, _, _, _ in rows:
-        cpu = next((s for r, lab, s, *_ in rows if r == resolution and lab.startswith("cpu")), None)
+    for resolution, label, seconds in rows:
+        cpu = next((s for r, lab, s in rows if r == resolution and lab.startswith("cpu")), None)
         ratio = f"{cpu / seconds:10.1f}" if cpu else f"{'-':>10}"
         print(f"  {resolution:>6}{label:>12}{seconds / (args.side ** 2 / 1e6):>9.2f}{ratio}")
     return 0
