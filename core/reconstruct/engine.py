@@ -378,8 +378,9 @@ def _prepared_windows(windows: Iterable[Window], index: PointIndex,
     """The windows with their CPU-side inputs, in order.
 
     With ``options.prefetch`` > 0 (the default on a GPU) the next windows are prepared on a worker
-    thread while the current one is encoded and decoded (numpy and scipy release the GIL), so the
-    GPU does not wait for the CPU between windows. By default on the CPU they are prepared in turn:
+    thread while the current one is encoded and decoded, so the GPU waits less for the CPU between
+    windows (with the one-tensor bilateral sum, 1 km² at 0.5 m went from 29.5 to 20.2 s on an H200;
+    how much each change gave was not measured apart). By default on the CPU they are prepared in turn:
     torch already uses the cores there. Either way the windows and their DSM are the same.
     """
     ctx_margin = context_margin(ctx.grid.resolution, ctx.options.evidence, ctx.options.fill_max_distance)
