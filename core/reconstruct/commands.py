@@ -24,7 +24,9 @@ from ..vocabulary import (
 PARAMETER_FLAGS = {
     **OUTPUT_FLAGS, "orthos": "--ortho", "confidence_path": "--confidence-out", "window_stride": "--stride",
     "fast_search.final_step": "--final-step", "evidence.radius": "--search-radius",
-    "evidence.margin": "--search-margin", "evidence.edge_width": "--edge-width",
+    "evidence.margin": "--search-margin", "evidence.keep_margin": "--keep-margin",
+    "evidence.blunder_gap": "--blunder-gap",
+    "evidence.edge_width": "--edge-width",
 }
 
 MODE_HELP = ("fast (default): 48 m stride, each pixel decoded ~1.3x, search from the network's own surface "
@@ -71,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Heights are searched and kept between the robust lowest nearby point minus M and the "
                         "highest plus M (default 3 m); where the network's surface lies outside, the pixel "
                         "takes the nearest bound and is flagged (confidence 0).")
+    p.add_argument("--keep-margin", type=float, default=None, metavar="K",
+                   help="Heights are then kept between the robust lowest nearby point minus K and the highest "
+                        "plus K (default 0: the points' own range; at most --search-margin).")
+    p.add_argument("--blunder-gap", type=float, default=None, metavar="G",
+                   help="A pixel cell whose lowest (highest) point lies more than G below (above) all others of "
+                        "its 5 x 5 cells does not bound the heights around it (default 1 m).")
     p.add_argument("--edge-width", type=float, default=None, metavar="W",
                    help="Within W map units of the outer edge of the cloud (where the network sees points on one "
                         "side only and sinks) heights are blended towards the points' own surface (default 4 m).")
@@ -116,6 +124,10 @@ def _run(args: argparse.Namespace) -> int:
     evidence = ReconstructionOptions().evidence
     if args.search_margin is not None:
         evidence = dataclasses.replace(evidence, margin=args.search_margin)
+    if args.keep_margin is not None:
+        evidence = dataclasses.replace(evidence, keep_margin=args.keep_margin)
+    if args.blunder_gap is not None:
+        evidence = dataclasses.replace(evidence, blunder_gap=args.blunder_gap)
     if args.search_radius is not None:
         evidence = dataclasses.replace(evidence, radius=args.search_radius)
     if args.edge_width is not None:

@@ -101,7 +101,9 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
         fast_search=dataclasses.replace(fast, max_coarse_step=fast.max_coarse_step * k, final_step=fast.final_step * k,
                                         guard=fast.guard * k),
         evidence=dataclasses.replace(options.evidence, radius=options.evidence.radius * k,
-                                     margin=options.evidence.margin * k, edge_width=options.evidence.edge_width * k),
+                                     margin=options.evidence.margin * k, keep_margin=options.evidence.keep_margin * k,
+                                     blunder_gap=options.evidence.blunder_gap * k,
+                                     edge_width=options.evidence.edge_width * k),
         range_margin=options.range_margin * k, confidence_delta=options.confidence_delta * k,
     )
 
@@ -128,7 +130,9 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     """Heights (NaN where not decoded) and the mask of pixels clamped to the envelope.
 
     The bracket of every pixel is its evidence envelope; a pixel whose crossing lies above (below)
-    the envelope takes its top (bottom): the network alone is not evidence enough to leave it.
+    the envelope takes its top (bottom) and is flagged: the network alone is not evidence enough to
+    leave it. Every height is then kept within ``keep_margin`` of the points' range (not flagged:
+    the confidence, probed at the kept height, already drops where the network disagrees).
     """
     fs: FastSearchOptions = options.fast_search
     height = np.full(ev.lo.shape, np.nan)
@@ -148,6 +152,9 @@ def _fast_heights(decoder: WindowDecoder, ev: Evidence, options: ReconstructionO
     h = res.height
     above, below = res.status == ABOVE, res.status == BELOW
     h[above], h[below] = hi[above], lo[below]
+    keep = options.evidence.keep_margin - options.evidence.margin  # ≤ 0: the kept range inside the bracket
+    if keep < 0:
+        h = np.clip(h, lo - keep, hi + keep)
     height[pixels] = h
     clamped[pixels] = above | below
     return height, clamped
@@ -219,6 +226,8 @@ def _validate(options: ReconstructionOptions) -> None:
     ev = options.evidence
     _number(ev.radius, "evidence.radius", 0.0, low_inclusive=False, high=1000.0)
     _number(ev.margin, "evidence.margin", 0.0, high=1000.0)
+    _number(ev.keep_margin, "evidence.keep_margin", 0.0, high=1000.0)
+    _number(ev.blunder_gap, "evidence.blunder_gap", 0.0, high=1000.0)
     _number(ev.edge_width, "evidence.edge_width", 0.0, low_inclusive=False, high=1000.0)
     _number(options.fill_max_distance, "fill_max_distance", 0.0, high=10000.0)
     _number(options.range_margin, "range_margin", 0.0)

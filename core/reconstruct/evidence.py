@@ -8,8 +8,10 @@ from any point. Three rules keep the surface where the evidence is:
 
 * **Height envelope.** A pixel's height is searched, and kept, within [robust lowest − margin,
   robust highest + margin] of the points within ``radius`` (a square of ±``radius``); a pixel
-  without such points (in a hole) uses the points within ``reach + radius``. "Robust": a cell
-  (output pixel) whose lowest (highest) point lies more than ``margin`` below (above) every other
+  without such points (in a hole) uses the points within ``reach + radius``. The height found is
+  then kept within ``keep_margin`` (default 0) of the same range: the surface stays within the
+  range of the points around it. "Robust": a cell (output
+  pixel) whose lowest (highest) point lies more than ``blunder_gap`` below (above) every other
   cell of its own 5 × 5 cells is ignored, so one blunder point does not open the envelope. Where
   the network's surface lies outside the envelope, the pixel takes the envelope's bound and is
   flagged (confidence 0): the network alone is not evidence enough to leave it.
@@ -125,8 +127,8 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
         nan = np.full(h * w, np.nan)
         return Evidence(nan, nan.copy(), np.zeros(h * w), nan.copy(), np.zeros(h * w, bool))
     k = 2 * max(1, math.ceil(options.radius / res - 1e-9)) + 1
-    lo_cells = _drop_lone_extremes(zmin, has, LONE_CELLS, low=True, gap=options.margin)
-    hi_cells = _drop_lone_extremes(zmax, has, LONE_CELLS, low=False, gap=options.margin)
+    lo_cells = _drop_lone_extremes(zmin, has, LONE_CELLS, low=True, gap=options.blunder_gap)
+    hi_cells = _drop_lone_extremes(zmax, has, LONE_CELLS, low=False, gap=options.blunder_gap)
     k_far = 2 * math.ceil((reach + options.radius) / res - 1e-9) + 1
     lo = ndimage.minimum_filter(lo_cells, size=k, mode="constant", cval=np.inf)[core]
     hi = ndimage.maximum_filter(hi_cells, size=k, mode="constant", cval=-np.inf)[core]

@@ -197,10 +197,11 @@ def test_cli_reconstruct_accepts_a_reference_implicity0_file(tmp_path: Path, ref
     write_point_cloud_npz(points, cloud)
     out = tmp_path / "dsm.tif"
     # --no-edge-blend: along the cloud's outer edge the engine would blend in the points' own surface
-    # (100 m + noise); this test checks the network's crossing everywhere.
+    # (100 m + noise); --keep-margin 3: the analytic surface lies 0.25 m below the points, outside
+    # their range. This test checks the network's crossing everywhere.
     rc = main(["reconstruct", "--points", str(points), "--model", str(model_path), "--resolution", "1.0",
                "--extent", f"{x0},{y0},{x0 + 64},{y0 + 64}", "--out", str(out), "--device", "cpu", "--quiet",
-               "--no-edge-blend"])
+               "--no-edge-blend", "--keep-margin", "3"])
     assert rc == 0, capsys.readouterr().err
     assert "DSM written" in capsys.readouterr().out
     with rasterio.open(out) as src:

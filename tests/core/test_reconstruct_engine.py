@@ -76,27 +76,58 @@ def _envelope(truth: np.ndarray, low: bool) -> np.ndarray:
 def test_surface_far_from_every_point_is_clamped_unless_the_margin_allows_it(tmp_path):
     cloud, truth = pixel_scene(30.0, 20.0, RES)
     model = NearestPointModel(offset=25.0)  # 25 m above every point: the points contradict it
-    exact = EvidenceOptions(blend=False)
-    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif", evidence=exact)
+    result = _run(tmp_path, cloud, model, confidence=tmp_path / "conf.tif", evidence=EvidenceOptions(blend=False))
     dsm = read_dsm(result.dsm_path)
-    assert np.abs(dsm - (_envelope(truth, low=False) + 3.0)).max() < 1e-3  # the envelope's top
-    assert result.stats["clamped_pixels"] == truth.size
-    assert np.all(read_dsm(result.confidence_path) == 0.0)  # flagged
-    wide = _run(tmp_path, cloud, model, name="wide.tif", evidence=EvidenceOptions(margin=30.0, blend=False))
+    assert np.abs(dsm - _envelope(truth, low=False)).max() < 1e-3  # kept within the points' own range
+    assert result.stats["clamped_pixels"] == truth.size  # beyond the 3 m search margin: flagged
+    assert np.all(read_dsm(result.confidence_path) == 0.0)
+    loose = _run(tmp_path, cloud, model, name="loose.tif", evidence=EvidenceOptions(keep_margin=3.0, blend=False))
+    assert np.abs(read_dsm(loose.dsm_path) - (_envelope(truth, low=False) + 3.0)).max() < 1e-3  # the bracket's top
+    wide = _run(tmp_path, cloud, model, name="wide.tif",
+                evidence=EvidenceOptions(margin=30.0, keep_margin=30.0, blend=False))
     assert np.abs(read_dsm(wide.dsm_path) - (truth + 25.0)).max() <= ReconstructionOptions().fast_search.final_step
     assert wide.stats["clamped_pixels"] == 0
+
+
+def test_a_surface_just_off_the_points_is_kept_in_their_range_without_a_flag(tmp_path):
+    # 0.5 m above every point: inside the 3 m search bracket, outside the points' range.
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    result = _run(tmp_path, cloud, NearestPointModel(offset=0.5), confidence=tmp_path / "conf.tif",
+                  evidence=EvidenceOptions(blend=False))
+    dsm = read_dsm(result.dsm_path)
+    top = _envelope(truth, low=False)
+    assert np.all(dsm <= top + 1e-3) and np.all(dsm >= truth - 1e-3)
+    assert np.abs(dsm - np.minimum(truth + 0.5, top)).max() <= ReconstructionOptions().fast_search.final_step
+    assert result.stats["clamped_pixels"] == 0  # the network was found; only kept in range
+    assert np.all(read_dsm(result.confidence_path) > 0.0)
+
+
+def test_a_blunder_cell_does_not_open_the_kept_range(tmp_path):
+    cloud, truth = pixel_scene(30.0, 20.0, RES)
+    xyz = cloud.xyz.copy()
+    i = np.argmin(np.hypot(xyz[:, 0] - xyz[:, 0].mean(), xyz[:, 1] - xyz[:, 1].mean()))
+    xyz[i, 2] += 20.0  # one blunder in the middle
+    blunder = type(cloud)(xyz=xyz, crs=cloud.crs, source="blunder")
+    model = NearestPointModel(offset=25.0)
+    dsm = read_dsm(_run(tmp_path, blunder, model, evidence=EvidenceOptions(blend=False)).dsm_path)
+    # As without the blunder, up to one slope step (~0.2 m) where its cell, whose only point it was, is left out.
+    assert np.abs(dsm - _envelope(truth, low=False)).max() < 0.25
+    opened = read_dsm(_run(tmp_path, blunder, model, name="gap.tif",
+                           evidence=EvidenceOptions(blend=False, blunder_gap=50.0)).dsm_path)
+    assert opened.max() > truth.max() + 15.0  # a gap wider than the blunder: it bounds the pixels around it
 
 
 def test_blending_leaves_no_seam(tmp_path, scene):
     cloud, truth = scene
     # Each window sees the surface tilted by 2 m across its width: hard cuts would jump 1.5 m.
     model = NearestPointModel(x_bias=2.0)
-    dsm = read_dsm(_run(tmp_path, cloud, model).dsm_path)
+    loose = EvidenceOptions(keep_margin=3.0)  # the tilt leaves the points' range: keep it, to see the blend alone
+    dsm = read_dsm(_run(tmp_path, cloud, model, evidence=loose).dsm_path)
     err = dsm - truth
     inner = slice(8, -8)  # the window seams; along the extent border the points' surface is blended in
     jumps = np.abs(np.diff(err, axis=1))[inner, inner]
     assert jumps.max() < 0.2, f"seam of {jumps.max():.3f} m between neighbouring pixels"
-    hard = _run(tmp_path, cloud, model, name="hard.tif", overlap=0.0)
+    hard = _run(tmp_path, cloud, model, name="hard.tif", overlap=0.0, evidence=loose)
     hard_jumps = np.abs(np.diff(read_dsm(hard.dsm_path) - truth, axis=1))[inner, inner]
     assert hard_jumps.max() > 1.0  # the test model really produces seams without blending
 
@@ -173,7 +204,7 @@ def test_network_finding_nothing_gives_the_envelope_bottom_flagged(tmp_path):
     model = NearestPointModel(offset=-500.0)  # free space at every searched height
     result = _run(tmp_path, cloud, model, fill="none", confidence=tmp_path / "c.tif",
                   evidence=EvidenceOptions(blend=False))
-    assert np.abs(read_dsm(result.dsm_path) - (_envelope(truth, low=True) - 3.0)).max() < 1e-3
+    assert np.abs(read_dsm(result.dsm_path) - _envelope(truth, low=True)).max() < 1e-3  # the kept range's bottom
     assert np.all(read_dsm(result.confidence_path) == 0.0)
     assert result.stats["clamped_pixels"] == truth.size
 
