@@ -212,3 +212,20 @@ def test_bilateral_refinement_sums_the_disc_the_same_way_on_every_device():
     stacked = bilateral_refinement(pts, start, 4.0, 0.01, stacked=True)
     assert not torch.equal(loop, start)
     torch.testing.assert_close(stacked, loop, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_the_range_kernel_floor_leaves_the_surface_unchanged(monkeypatch, stacked):
+    """The floor on the range kernel's exponent (which keeps float32 out of slow subnormals) gives the
+    surface of the exact kernel: a weight of exp(-40) and one of 0 are the same to float precision,
+    even with a far roof next door and blunders 20 units off."""
+    from implicity.core.model import prior
+
+    pts, _ = _noisy_step(seed=3, noise=0.002)  # a tight noise level: the neighbouring level is ~1000 σ away
+    pts[0, ::500, 2] += 20.0
+    start = surface_prior(pts, 64, 5.0, 3)
+    floored = bilateral_refinement(pts, start, 4.0, 0.001, stacked=stacked)
+    monkeypatch.setattr(prior, "EXP_FLOOR", -float("inf"))
+    exact = bilateral_refinement(pts, start, 4.0, 0.001, stacked=stacked)
+    assert not torch.equal(exact, start)
+    torch.testing.assert_close(floored, exact, atol=1e-6, rtol=0)
