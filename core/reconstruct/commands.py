@@ -79,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blunder-gap", type=float, default=None, metavar="G",
                    help="A pixel cell whose lowest (highest) point lies more than G below (above) all others of "
                         "its 5 x 5 cells does not bound the heights around it (default 1 m).")
+    p.add_argument("--despeckle", type=float, default=None, metavar="T",
+                   help="Fast mode: a pixel more than T from the median of its 3 x 3 neighbourhood that agrees with "
+                        "at most one neighbour takes that median (default 0.25 m; 0 = off). Corners and lines one "
+                        "pixel wide stay.")
     p.add_argument("--edge-width", type=float, default=None, metavar="W",
                    help="Within W map units of the outer edge of the cloud (where the network sees points on one "
                         "side only and sinks) heights are blended towards the points' own surface (default 4 m).")
@@ -140,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=int(args.threads) if str(args.threads).isdigit() else args.threads,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
+        despeckle=ReconstructionOptions().despeckle if args.despeckle is None else args.despeckle,
     )
     model = args.model
     if model is None:

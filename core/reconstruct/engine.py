@@ -47,6 +47,7 @@ from ..raster import DEFAULT_NODATA, GEOTIFF_SUFFIXES, GeoTiffStreamWriter, Grid
 from ..vocabulary import FILL_METHODS, MODES, choice_list
 from .blending import BlendAccumulator, FillingRowSink
 from .decoding import WindowDecoder, WindowFrame, encode_window, image_normalizer, load_occupancy_model, occupancy_logit
+from .despeckle import despeckle
 from .device import BatchRunner, auto_batch_size, resolve_device
 from .evidence import Evidence, context_margin, window_evidence
 from .imagery import OrthoWindows, check_image_count, check_ortho_coverage
@@ -221,6 +222,7 @@ def _validate(options: ReconstructionOptions) -> None:
     _number(options.reserve_cores, "reserve_cores", 0.0, high=4096.0)
     if options.prefetch is not None:
         _number(options.prefetch, "prefetch", 0.0, high=64.0)
+    _number(options.despeckle, "despeckle", 0.0, high=1000.0)
     if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
         raise InputError(f"{param('fast_search')}: coarse_samples and refine_factor must be at least 2.")
     ev = options.evidence
@@ -444,6 +446,7 @@ def _blend_window(win: Window, points: np.ndarray, ev: Evidence | None, ctx: Win
         height, clamped = _fast_heights(decoder, ev, options, stats)
         conf = _confidence(decoder, height, options.confidence_delta) if ctx.with_confidence else None
         height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
+        height = despeckle(height.reshape(win.shape), options.despeckle)
         eligible = ev.eligible.reshape(win.shape)
     stats.add("encode_s", t1 - t0)
     stats.add("search_s", time.perf_counter() - t1)

@@ -139,6 +139,10 @@ class ReconstructionOptions:
     threads: str | int = "auto"  # CPU: auto = the cores other processes leave free (threads.py), all, or N
     reserve_cores: int = 0  # CPU cores never used (the QGIS plugin keeps one for the desktop)
     prefetch: int | None = None  # windows prepared ahead on a worker thread; None = 2 on a GPU, 0 on the CPU
+    # Fast mode: a pixel farther than this (metres) from the median of its 3 x 3 neighbourhood that
+    # agrees with at most one of its neighbours is a speckle and takes that median (despeckle.py;
+    # chosen on the validation split, docs/checkpoint_selection.md); 0 = off.
+    despeckle: float = 0.25
 
     def stride(self) -> float:
         if self.window_stride is not None:

@@ -52,8 +52,15 @@ def test_cli_run_writes_dsm_and_logs_device(tmp_path, points, analytic_model, ca
     assert rc == 0
     captured = capsys.readouterr()
     assert "Device: cpu (requested with --device cpu)" in captured.out
-    assert np.abs(read_dsm(out) - truth).max() <= 0.0625
+    err = np.abs(read_dsm(out) - truth)
+    # Beside the box's walls on this 1 m grid's steepest slopes (0.4 m per pixel) a ground pixel can
+    # agree with one neighbour only and take its 3 x 3 median: off by at most that slope step.
+    assert np.mean(err > 0.0625) < 0.005 and err.max() < 0.45
     assert conf.exists()
+    exact = tmp_path / "exact.tif"
+    assert main(["reconstruct", "--points", str(pts), "--model", str(analytic_model), "--resolution", "1",
+                 "--out", str(exact), "--device", "cpu", "--quiet", "--despeckle", "0"]) == 0
+    assert np.abs(read_dsm(exact) - truth).max() <= 0.0625
 
 
 @pytest.mark.parametrize("which", ["points", "model", "confidence"])

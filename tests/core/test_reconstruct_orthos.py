@@ -24,7 +24,8 @@ RES = 0.5
 STEP = ReconstructionOptions().fast_search.final_step
 # The analytic model moves the surface by up to 10 m with the ortho and is exact at the border: let
 # it leave the points' evidence envelope and keep its heights along the border (see evidence.py).
-FOLLOW_IMAGES = ReconstructionOptions(device="cpu", evidence=EvidenceOptions(margin=20.0, keep_margin=20.0, blend=False))
+FOLLOW_IMAGES = ReconstructionOptions(device="cpu", evidence=EvidenceOptions(margin=20.0, keep_margin=20.0, blend=False),
+                                       despeckle=0.0)
 
 
 def _centres(shape):
