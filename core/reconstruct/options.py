@@ -5,9 +5,12 @@ Two modes share one engine:
 * ``fast`` (default): 64 m windows at a 48 m stride; each window decodes only its central part plus
   the blending overlap (each pixel is decoded ~1.4 times instead of 16); the height search per pixel
   is bracketed by the heights of the points around that pixel (the evidence envelope, see
-  ``evidence.py``) and refined by bisection, with a final linear interpolation of the logits between
-  the last occupied and the first free sample. Pixels whose surface lies outside the envelope are
-  clamped to it and flagged in the confidence raster.
+  ``evidence.py``), starts at the network's own surface prior and takes false-position steps on the
+  logit (``FastSearchOptions``), with a final linear interpolation of the logits between the last
+  occupied and the first free sample. Pixels whose surface lies outside the envelope are clamped to
+  it and flagged in the confidence raster; every height is then kept within the range of the points
+  around it (``EvidenceOptions.keep_margin``), and speckles of the network's surface take the median
+  of their neighbours (``despeckle``, ``despeckle.py``).
 * ``reference``: the paper's generator (``GeneratorDSM`` of the reference implementation with its
   test settings), kept as the yardstick the fast mode is measured against. Windows at a 16 m
   stride; each decodes every pixel it covers; per pixel a coarse scan from −100 m up to (not

@@ -376,6 +376,9 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, scene, capsys, alter, 
 
 @pytest.mark.parametrize("args,needles", [
     (["--search-margin", "nan"], ("--search-margin", "nan")),
+    (["--keep-margin", "-1"], ("--keep-margin", "-1")),
+    (["--blunder-gap", "inf"], ("--blunder-gap",)),
+    (["--despeckle", "nan"], ("--despeckle", "nan")),
     (["--final-step", "nan"], ("--final-step",)),
     (["--final-step", "0"], ("--final-step",)),
     (["--search-radius", "-1"], ("--search-radius",)),
