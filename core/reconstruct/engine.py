@@ -277,8 +277,28 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
                                  "would be nodata; the checkpoint is corrupt (a diverged training run?). Use "
                                  "another checkpoint.")
     if isinstance(model, (str, os.PathLike)):
-        _smoke_test(loaded, name, device)
+        key = _checkpoint_key(model, device)
+        if key is None or key not in _SMOKE_TESTED:
+            _smoke_test(loaded, name, device)
+            if key is not None:
+                _SMOKE_TESTED.add(key)
     return loaded, name
+
+
+#: Checkpoint files whose network passed :func:`_smoke_test` in this process, by (resolved path,
+#: size, modification time, device). Why: the test costs one window's encoding (~0.1 s on a CPU),
+#: and the QGIS plugin and batch runs load the same file again and again in one process; a file
+#: that changes on disk is tested again.
+_SMOKE_TESTED: set[tuple[str, int, int, str]] = set()
+
+
+def _checkpoint_key(path: str | os.PathLike[str], device: torch.device) -> tuple[str, int, int, str] | None:
+    try:
+        resolved = Path(path).expanduser().resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    return str(resolved), stat.st_size, stat.st_mtime_ns, str(device)
 
 
 def _smoke_test(model: Any, name: str, device: torch.device) -> None:

@@ -303,3 +303,30 @@ def test_checkpoint_files_are_left_untouched(tmp_path: Path, reference: dict[str
     before = (path.read_bytes(), os.stat(path).st_mtime_ns)
     load_model(path)
     assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+
+
+def test_a_checkpoint_is_smoke_tested_once_per_process_until_it_changes(tmp_path: Path, monkeypatch) -> None:
+    """The encode-and-decode check of a checkpoint file runs on its first use; later runs of the same
+    unchanged file skip it, and a file rewritten on disk is checked again."""
+    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+    from implicity.core.reconstruct import engine
+
+    calls: list[str] = []
+    real = engine._smoke_test
+    monkeypatch.setattr(engine, "_smoke_test", lambda *a: (calls.append(a[1]), real(*a))[1])
+    path = save_checkpoint(tmp_path / "m.pt", _lite(0))
+    rng = np.random.default_rng(0)
+    xyz = np.column_stack([rng.uniform(0, 20, (2000, 2)) + [700_000.0, 6_600_000.0], rng.normal(50.0, 0.1, 2000)])
+    cloud = PointCloud(xyz=xyz, crs=CRS.from_epsg(2154), source="test")
+
+    def run(name: str) -> None:
+        reconstruct_dsm(ReconstructionInputs(points=cloud, model=path, out_path=tmp_path / name, resolution=1.0),
+                        ReconstructionOptions(device="cpu"))
+
+    run("a.tif")
+    run("b.tif")
+    assert calls == ["m.pt"]
+    save_checkpoint(path, _lite(0, seed=1))
+    os.utime(path, ns=(1, 1))  # a changed file, whatever the clock's resolution
+    run("c.tif")
+    assert calls == ["m.pt", "m.pt"]
