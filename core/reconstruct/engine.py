@@ -464,9 +464,10 @@ def _blend_window(win: Window, points: np.ndarray, ev: Evidence | None, ctx: Win
         eligible = None
     else:
         height, clamped = _fast_heights(decoder, ev, options, stats)
+        # Despeckled before the confidence is probed, so that it describes the height written.
+        height = despeckle(height.reshape(win.shape), options.despeckle).ravel()
         conf = _confidence(decoder, height, options.confidence_delta) if ctx.with_confidence else None
         height, conf = _steer_by_evidence(height, conf, clamped, ev, stats)
-        height = despeckle(height.reshape(win.shape), options.despeckle)
         eligible = ev.eligible.reshape(win.shape)
     stats.add("encode_s", t1 - t0)
     stats.add("search_s", time.perf_counter() - t1)

@@ -6,15 +6,15 @@ up to 46 m deep at building edges, sank by metres along the ragged edge of the c
 along the border of the extent), and produced heights in empty corners of the bounding box, far
 from any point. Three rules keep the surface where the evidence is:
 
-* **Height envelope.** A pixel's height is searched, and kept, within [robust lowest − margin,
-  robust highest + margin] of the points within ``radius`` (a square of ±``radius``); a pixel
-  without such points (in a hole) uses the points within ``reach + radius``. The height found is
-  then kept within ``keep_margin`` (default 0) of the same range: the surface stays within the
-  range of the points around it. "Robust": a cell (output
-  pixel) whose lowest (highest) point lies more than ``blunder_gap`` below (above) every other
-  cell of its own 5 × 5 cells is ignored, so one blunder point does not open the envelope. Where
-  the network's surface lies outside the envelope, the pixel takes the envelope's bound and is
-  flagged (confidence 0): the network alone is not evidence enough to leave it.
+* **Height envelope.** A pixel's height is searched within [robust lowest − margin, robust
+  highest + margin] of the points within ``radius`` (a square of ±``radius``); a pixel without
+  such points (in a hole) uses the points within ``reach + radius``. Where the network's surface
+  lies outside the envelope, the pixel takes the envelope's bound and is flagged (confidence 0):
+  the network alone is not evidence enough to leave it. The height found is then kept within
+  ``keep_margin`` (default 0) of the same range: the surface stays within the range of the points
+  around it. "Robust": a cell (output pixel) whose lowest (highest) point lies more than
+  ``blunder_gap`` below (above) every other cell of its own 5 × 5 cells is ignored, so one blunder
+  point does not open the envelope.
 * **Outer edge.** The cells holding points, closed by ``reach``, are the *inside* of the data:
   holes narrower than twice the reach belong to it (the network fills them, which is what it is
   trained for), while the region beyond the cloud's outer edge and larger voids are *outside*.

@@ -308,8 +308,7 @@ def test_checkpoint_files_are_left_untouched(tmp_path: Path, reference: dict[str
 def test_a_checkpoint_is_smoke_tested_once_per_process_until_it_changes(tmp_path: Path, monkeypatch) -> None:
     """The encode-and-decode check of a checkpoint file runs on its first use; later runs of the same
     unchanged file skip it, and a file rewritten on disk is checked again."""
-    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
-    from implicity.core.reconstruct import engine
+    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, engine, reconstruct_dsm
 
     calls: list[str] = []
     real = engine._smoke_test
