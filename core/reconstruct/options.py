@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..vocabulary import FillMethod, Mode, Precision
+from ..vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN, FillMethod, Mode, Precision
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class EvidenceOptions:
     # ``margin``). 0, the range of the points themselves, was chosen on the validation split: kept
     # within 3 m MedAE / MAE was 0.321 / 1.084 m, 1 m 0.320 / 1.064, 0 m 0.315 / 1.049
     # (docs/checkpoint_selection.md).
-    keep_margin: float = 0.0
+    keep_margin: float = DEFAULT_KEEP_MARGIN
     # A cell whose lowest (highest) point lies more than this below (above) every other cell of its
     # 5 x 5 cells is a blunder and bounds nothing. Not 0: the true top of a smooth hill or roof is
     # also its neighbourhood's highest cell, by up to a slope step.
@@ -145,7 +145,7 @@ class ReconstructionOptions:
     # Fast mode: a pixel farther than this (metres) from the median of its 3 x 3 neighbourhood that
     # agrees with at most one of its neighbours is a speckle and takes that median (despeckle.py;
     # chosen on the validation split, docs/checkpoint_selection.md); 0 = off.
-    despeckle: float = 0.25
+    despeckle: float = DEFAULT_DESPECKLE
 
     def stride(self) -> float:
         if self.window_stride is not None:

@@ -1,6 +1,7 @@
 """Processing algorithm: ImpliCity DSM from a point cloud (+ 0/1/2 ortho-images) and a trained network."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from qgis.core import (
@@ -18,7 +19,16 @@ from qgis.core import (
 
 from ...core.errors import CancelledError, InputError
 from ...core.shipped_models import MODELS_DIR, default_model, missing_model_message
-from ...core.vocabulary import DEFAULT_DEVICE, DEFAULT_MODE, DEVICE_CHOICES, MODES, VARIANT_KINDS, variant_name
+from ...core.vocabulary import (
+    DEFAULT_DESPECKLE,
+    DEFAULT_DEVICE,
+    DEFAULT_KEEP_MARGIN,
+    DEFAULT_MODE,
+    DEVICE_CHOICES,
+    MODES,
+    VARIANT_KINDS,
+    variant_name,
+)
 from .. import dependencies as deps
 from ..styling import attach_style
 from .common import (
@@ -57,6 +67,8 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
     MODEL = "MODEL"
     DEVICE = "DEVICE"
     MODE = "MODE"
+    KEEP_MARGIN = "KEEP_MARGIN"
+    DESPECKLE = "DESPECKLE"
     CONFIDENCE = "CONFIDENCE"
     SCHEDULER = "SCHEDULER"
     WORKERS = "WORKERS"
@@ -88,6 +100,11 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             "one core to QGIS, so the map stays responsive.<br>"
             "<b>Search mode</b> (advanced): fast (default) or reference (the paper's generator, reproduced as a "
             "yardstick: many times slower, and without the fast mode's protection against pits).<br>"
+            "<b>Keep heights within the points' range ± (m)</b> (advanced, fast mode; default 0): each height stays "
+            "between the lowest and the highest input point within 2.5 m of its pixel, widened by this.<br>"
+            "<b>Despeckle threshold</b> (advanced, fast mode; default 0.25 m, 0 = off): a pixel farther than this "
+            "from the median of its 3 × 3 neighbours that agrees with at most one of them takes that median; "
+            "corners and lines one pixel wide stay.<br>"
             "<b>Dask scheduler address</b> (advanced; empty = in this process): tcp://HOST:PORT of an existing Dask "
             "cluster that computes the DSM in blocks of ~512 m; its workers must see the point-cloud file, the "
             "model and the output folder at the same paths. <b>Workers</b> (advanced; 0 = in this process): start "
@@ -114,6 +131,12 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
                                                      defaultValue=DEVICES.index(DEFAULT_DEVICE)))
         self.addParameter(advanced(QgsProcessingParameterEnum(self.MODE, "Search mode", options=list(MODES),
                                                               defaultValue=MODES.index(DEFAULT_MODE))))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.KEEP_MARGIN, "Keep heights within the points' range ± (m)", QgsProcessingParameterNumber.Double,
+            defaultValue=DEFAULT_KEEP_MARGIN, minValue=0.0, maxValue=1000.0)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.DESPECKLE, "Despeckle threshold (m; 0 = off)", QgsProcessingParameterNumber.Double,
+            defaultValue=DEFAULT_DESPECKLE, minValue=0.0, maxValue=1000.0)))
         self.addParameter(advanced(QgsProcessingParameterString(
             self.SCHEDULER, "Dask scheduler address (empty = in this process)", defaultValue="", optional=True)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
@@ -210,8 +233,16 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
             points=points, points_crs=points_crs, model=str(model), out_path=out, resolution=self.parameterAsDouble(parameters, RESOLUTION, context),
             orthos=tuple(raster_path(layer) for layer in orthos), confidence_path=conf, extent=extent,
         )
-        options = ReconstructionOptions(mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-                                        device=str(device), reserve_cores=1)
+        defaults = ReconstructionOptions()
+
+        def number(name: str, default: float) -> float:
+            return self.parameterAsDouble(parameters, name, context) if parameters.get(name) is not None else default
+
+        options = ReconstructionOptions(
+            mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)], device=str(device), reserve_cores=1,
+            evidence=dataclasses.replace(defaults.evidence,
+                                         keep_margin=number(self.KEEP_MARGIN, defaults.evidence.keep_margin)),
+            despeckle=number(self.DESPECKLE, defaults.despeckle))
         if cluster is None:
             result = reconstruct_dsm(inputs, options, progress=progress_callback(feedback, READ_SHARE, 100.0),
                                      is_cancelled=feedback.isCanceled)

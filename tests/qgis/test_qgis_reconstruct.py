@@ -290,3 +290,34 @@ def test_cancel_is_honoured_within_a_second_with_the_shipped_model(implicity_pro
     window = state["first"] - state["read"]
     assert latency < min(1.0, window / 2), (latency, window)
     assert not list(tmp_path.iterdir())  # no DSM, no part file
+
+
+class RaisedModel(NearestHeightModel):
+    """The stand-in's surface 1 m above the nearest point: often outside the points' own range."""
+
+    def decode(self, query, features):
+        pts, tree = features
+        q = query[0].numpy()
+        _, i = tree.query(q[:, :2])
+        return torch.from_numpy((4.0 * 30.0 * (pts[i, 2] + 1.0 / 30.0 - q[:, 2])).astype(np.float32))[None]
+
+
+def test_keep_margin_and_despeckle_reach_the_engine(implicity_provider, delft_crop_laz, stand_in, tmp_path,
+                                                    monkeypatch):
+    from implicity.core import reconstruct
+    from implicity.core.vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN
+
+    seen = []
+    real = reconstruct.reconstruct_dsm
+    monkeypatch.setattr(reconstruct, "reconstruct_dsm", lambda inputs, options, **kw: (seen.append(options),
+                                                                                      real(inputs, options, **kw))[1])
+    stand_in.model = RaisedModel(0)
+    kept = _run(_params(delft_crop_laz, tmp_path / "kept.tif", MODEL=str(stand_in.path)))["OUTPUT"]
+    loose = _run(_params(delft_crop_laz, tmp_path / "loose.tif", MODEL=str(stand_in.path), KEEP_MARGIN=3.0,
+                         DESPECKLE=0.0))["OUTPUT"]
+    assert (seen[0].evidence.keep_margin, seen[0].despeckle) == (DEFAULT_KEEP_MARGIN, DEFAULT_DESPECKLE)
+    assert (seen[1].evidence.keep_margin, seen[1].despeckle) == (3.0, 0.0)
+    with rasterio.open(kept) as a, rasterio.open(loose) as b:
+        diff = np.ma.abs(b.read(1, masked=True) - a.read(1, masked=True))
+    # The engine's tests check what the two options do; here: they reach it and change the DSM.
+    assert diff.max() > 0.5
