@@ -9,9 +9,11 @@ from ..cluster.cli import add_cluster_args, cluster_options_from_args
 from ..commands import OUTPUT_FLAGS, add_input_args, add_max_pixels_arg, add_quiet_arg
 from ..progress import tqdm_progress
 from ..vocabulary import (
+    DEFAULT_DESPECKLE,
     DEFAULT_DEVICE,
     DEFAULT_FILL,
     DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_KEEP_MARGIN,
     DEFAULT_MODE,
     DEFAULT_PRECISION,
     FILL_METHODS,
@@ -70,18 +72,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--search-radius", type=float, default=None, metavar="R",
                    help="Points within R map units of a pixel (a square) bound its height (default 2.5 m).")
     p.add_argument("--search-margin", type=float, default=None, metavar="M",
-                   help="Heights are searched and kept between the robust lowest nearby point minus M and the "
+                   help="Heights are searched between the robust lowest nearby point minus M and the "
                         "highest plus M (default 3 m); where the network's surface lies outside, the pixel "
                         "takes the nearest bound and is flagged (confidence 0).")
     p.add_argument("--keep-margin", type=float, default=None, metavar="K",
                    help="Heights are then kept between the robust lowest nearby point minus K and the highest "
-                        "plus K (default 0: the points' own range; at most --search-margin).")
+                        f"plus K (default {DEFAULT_KEEP_MARGIN:g}; 0 = the points' own range; at most --search-margin).")
     p.add_argument("--blunder-gap", type=float, default=None, metavar="G",
                    help="A pixel cell whose lowest (highest) point lies more than G below (above) all others of "
                         "its 5 x 5 cells does not bound the heights around it (default 1 m).")
     p.add_argument("--despeckle", type=float, default=None, metavar="T",
                    help="Fast mode: a pixel more than T from the median of its 3 x 3 neighbourhood that agrees with "
-                        "at most one neighbour takes that median (default 0.25 m; 0 = off). Corners and lines one "
+                        f"at most one neighbour takes that median (default {DEFAULT_DESPECKLE:g} m; 0 = off). Corners and lines one "
                         "pixel wide stay.")
     p.add_argument("--edge-width", type=float, default=None, metavar="W",
                    help="Within W map units of the outer edge of the cloud (where the network sees points on one "
@@ -144,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=int(args.threads) if str(args.threads).isdigit() else args.threads,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
-        despeckle=ReconstructionOptions().despeckle if args.despeckle is None else args.despeckle,
+        despeckle=DEFAULT_DESPECKLE if args.despeckle is None else args.despeckle,
     )
     model = args.model
     if model is None:
