@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from implicity.core.errors import InputError
-from implicity.training.trainer.loop import FINAL_FILE
+from implicity.training.trainer.loop import FINAL_FILE, RESUME_FILE
 from implicity.training.trainer.parameters import zero_parameters
 
 from ..helpers.tiny_trainer import make_trainer
@@ -50,3 +50,38 @@ def test_a_zeroed_image_branch_starts_as_the_network_it_extends(tmp_path):
         torch.testing.assert_close(mono(query, points, image), zero(query, points), atol=1e-6, rtol=0)
     with pytest.raises(InputError, match="zero_init 'image_encoder.l9.' names no parameter"):
         zero_parameters(mono, ["image_encoder.l9."])
+
+
+def _interrupted_run(out):
+    """A run stopped after 4 samples: its resume checkpoint's optimizer holds every parameter."""
+    from implicity.core.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        make_trainer(out).fit(stop_after_samples=4)
+    return out / RESUME_FILE
+
+
+def test_a_checkpoint_whose_optimizer_holds_every_parameter_resumes_with_some_frozen(tmp_path, capsys):
+    """Runs written before optim.freeze listed frozen parameters (the image encoder's unused batch
+    norms) in the optimizer; they resume, and the frozen ones stay where they were."""
+    path = _interrupted_run(tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert len(state["optimizer"]["param_groups"][0]["params"]) == len(state["model"])
+    del state["config"]["zero_init"]                   # written before the option existed
+    torch.save(state, path)
+    trainer = make_trainer(tmp_path, optim={"freeze": ["point_mlp."]})
+    trainer.fit(resume=True)
+    after = torch.load(tmp_path / FINAL_FILE, weights_only=True)["model"]
+    assert all(torch.equal(after[k], state["model"][k]) for k in after if k.startswith("point_mlp."))
+    assert any(not torch.equal(after[k], state["model"][k]) for k in after if k.startswith("head."))
+    warning = capsys.readouterr().err
+    assert "optim.freeze" in warning and "zero_init" not in warning  # absent = its default, not a change
+
+
+def test_an_optimizer_state_that_fits_no_parameter_list_is_refused(tmp_path):
+    path = _interrupted_run(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"].pop()
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"last.ckpt: its optimizer holds \d+ parameter tensors, this run trains \d+"):
+        make_trainer(tmp_path).fit(resume=True)

@@ -43,7 +43,7 @@ from .distributed import (
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
 from .loss import weighted_bce_with_logits
-from .parameters import freeze_parameters
+from .parameters import freeze_parameters, optimizer_state_for
 from .validation import ValidationResult, evaluate
 
 RESUME_FILE = "last.ckpt"
@@ -167,7 +167,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a resume checkpoint: weights, optimizer, LR, scaler, position, RNGs, gradients."""
         self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(optimizer_state_for(state["optimizer"], self.module, self.optimizer,
+                                                           str(self._resume_path())))
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -187,14 +188,17 @@ class Trainer:
     def _warn_config_changes(self, saved: dict[str, Any]) -> None:
         harmless = {"source", "device", "out_dir", "schedule", "data.num_workers", "validation"}
         now = self.config.to_dict()
+        # An option missing from a checkpoint written before it existed had its default's effect.
+        default = type(self.config)().to_dict()
         changed = []
         for key in sorted(set(saved) | set(now)):
             if key in harmless:
                 continue
-            a, b = saved.get(key), now.get(key)
+            a, b = saved.get(key, default.get(key)), now.get(key)
             if isinstance(a, dict) and isinstance(b, dict):
+                base = default.get(key) or {}
                 changed += [f"{key}.{k}" for k in sorted(set(a) | set(b))
-                            if a.get(k) != b.get(k) and f"{key}.{k}" not in harmless]
+                            if a.get(k, base.get(k)) != b.get(k) and f"{key}.{k}" not in harmless]
             elif a != b:
                 changed.append(key)
         if changed and self.ctx.is_main:

@@ -42,3 +42,31 @@ def freeze_parameters(model: torch.nn.Module, prefixes: Iterable[str], source: s
     for _, p in picked:
         p.requires_grad_(False)
     return len(picked)
+
+
+def optimizer_state_for(saved: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        source: str | None = None) -> dict:
+    """A resume checkpoint's optimizer state, fitted to an optimizer over the trainable parameters.
+
+    Why: before ``optim.freeze`` the optimizer held every parameter of the model, frozen ones
+    included (the image encoder's unused batch norms never take gradients). Such a checkpoint
+    lists them all; its entries for the parameters this run does not train are dropped, so old runs
+    resume. Any other mismatch is refused with what to do instead of a bare torch error.
+    """
+    groups = saved.get("param_groups", [])
+    n_saved = sum(len(g["params"]) for g in groups)
+    n_now = sum(len(g["params"]) for g in optimizer.param_groups)
+    if n_saved == n_now:
+        return saved
+    every = list(model.parameters())
+    if len(groups) == 1 and len(optimizer.param_groups) == 1 and n_saved == len(every):
+        keep = [i for i, p in enumerate(every) if p.requires_grad]
+        if len(keep) == n_now:
+            old_ids = groups[0]["params"]
+            state = saved.get("state", {})
+            new_state = {new: state[old_ids[old]] for new, old in enumerate(keep) if old_ids[old] in state}
+            group = dict(groups[0], params=list(range(n_now)))
+            return {"state": new_state, "param_groups": [group]}
+    raise InputError(f"{source or 'resume checkpoint'}: its optimizer holds {n_saved} parameter tensors, this run "
+                     f"trains {n_now}; the model or optim.freeze changed since it was written. Resume with the "
+                     "config that wrote it, or start a new run in another out_dir.")
