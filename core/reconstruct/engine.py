@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +249,10 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
     Why: a malformed config used to end in an allocation traceback, and NaN weights in an
     all-nodata DSM written with exit code 0.
     """
+    key = _checkpoint_key(model, device) if isinstance(model, (str, os.PathLike)) else None
+    if key is not None and key in _CHECKED_MODELS:
+        _CHECKED_MODELS.move_to_end(key)
+        return _CHECKED_MODELS[key]
     label = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     try:
         loaded, name = load_occupancy_model(model, device)
@@ -271,25 +275,28 @@ def _load_checked_model(model: Any, device: torch.device) -> tuple[Any, str]:
             raise InputError(f"{param('model')} {name}: its config has {attr} = {value!r}, which no network can use; the "
                              "checkpoint is malformed. Use another checkpoint.")
     if isinstance(loaded, torch.nn.Module):
-        for key, tensor in [*loaded.named_parameters(), *loaded.named_buffers()]:
+        for weight, tensor in [*loaded.named_parameters(), *loaded.named_buffers()]:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise InputError(f"{param('model')} {name}: weight '{key}' holds NaN or infinite values, so every height "
+                raise InputError(f"{param('model')} {name}: weight '{weight}' holds NaN or infinite values, so every height "
                                  "would be nodata; the checkpoint is corrupt (a diverged training run?). Use "
                                  "another checkpoint.")
     if isinstance(model, (str, os.PathLike)):
-        key = _checkpoint_key(model, device)
-        if key is None or key not in _SMOKE_TESTED:
-            _smoke_test(loaded, name, device)
-            if key is not None:
-                _SMOKE_TESTED.add(key)
+        _smoke_test(loaded, name, device)
+        if key is not None:
+            _CHECKED_MODELS[key] = (loaded, name)
+            while len(_CHECKED_MODELS) > _CHECKED_MODELS_KEPT:
+                _CHECKED_MODELS.popitem(last=False)
     return loaded, name
 
 
-#: Checkpoint files whose network passed :func:`_smoke_test` in this process, by (resolved path,
-#: size, modification time, device). Why: the test costs one window's encoding (~0.1 s on a CPU),
-#: and the QGIS plugin and batch runs load the same file again and again in one process; a file
-#: that changes on disk is tested again.
-_SMOKE_TESTED: set[tuple[str, int, int, str]] = set()
+#: Networks loaded from checkpoint files and checked (weights finite, :func:`_smoke_test` passed) in
+#: this process, by (resolved path, size, modification time, device); the engine only reads them
+#: (eval mode, no gradients). Why: loading and checking cost ~0.2 s on a CPU, a tenth of a fast
+#: run, and the QGIS plugin and batch runs use the same file again and again in one process; a
+#: file that changes on disk is loaded and checked again. The last two are kept (ImpliCity-0 and
+#: mono side by side), so the memory held is that of two networks at most.
+_CHECKED_MODELS: OrderedDict[tuple[str, int, int, str], tuple[Any, str]] = OrderedDict()
+_CHECKED_MODELS_KEPT = 2
 
 
 def _checkpoint_key(path: str | os.PathLike[str], device: torch.device) -> tuple[str, int, int, str] | None:

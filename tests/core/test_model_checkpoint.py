@@ -305,14 +305,19 @@ def test_checkpoint_files_are_left_untouched(tmp_path: Path, reference: dict[str
     assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
 
 
-def test_a_checkpoint_is_smoke_tested_once_per_process_until_it_changes(tmp_path: Path, monkeypatch) -> None:
-    """The encode-and-decode check of a checkpoint file runs on its first use; later runs of the same
-    unchanged file skip it, and a file rewritten on disk is checked again."""
+def test_a_checkpoint_is_loaded_and_smoke_tested_once_per_process_until_it_changes(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Loading and the encode-and-decode check of a checkpoint file run on its first use; later runs
+    of the same unchanged file reuse the checked network, and a file rewritten on disk is loaded and
+    checked again. Only the last two files are kept."""
+    from implicity.core import model as model_pkg
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, engine, reconstruct_dsm
 
     calls: list[str] = []
-    real = engine._smoke_test
+    loads: list[str] = []
+    real, real_load = engine._smoke_test, model_pkg.load_model
     monkeypatch.setattr(engine, "_smoke_test", lambda *a: (calls.append(a[1]), real(*a))[1])
+    monkeypatch.setattr(model_pkg, "load_model", lambda p, **k: (loads.append(Path(p).name), real_load(p, **k))[1])
     path = save_checkpoint(tmp_path / "m.pt", _lite(0))
     rng = np.random.default_rng(0)
     xyz = np.column_stack([rng.uniform(0, 20, (2000, 2)) + [700_000.0, 6_600_000.0], rng.normal(50.0, 0.1, 2000)])
@@ -328,4 +333,10 @@ def test_a_checkpoint_is_smoke_tested_once_per_process_until_it_changes(tmp_path
     save_checkpoint(path, _lite(0, seed=1))
     os.utime(path, ns=(1, 1))  # a changed file, whatever the clock's resolution
     run("c.tif")
-    assert calls == ["m.pt", "m.pt"]
+    assert calls == ["m.pt", "m.pt"] and loads == ["m.pt", "m.pt"]
+    for other in ("n.pt", "o.pt"):                    # two other files push m.pt out of the cache
+        path = save_checkpoint(tmp_path / other, _lite(0))
+        run(f"{other}.tif")
+    path = tmp_path / "m.pt"
+    run("d.tif")
+    assert loads == ["m.pt", "m.pt", "n.pt", "o.pt", "m.pt"] and calls == loads
