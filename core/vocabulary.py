@@ -61,7 +61,9 @@ DEFAULT_DEVICE: DeviceChoice = "auto"
 DEFAULT_FILL_MAX_DISTANCE = 10.0
 #: Reference DSMs from LiDAR: only small gaps are filled.
 DEFAULT_REFERENCE_FILL_MAX_DISTANCE = 2.0
-#: Fast mode: heights are kept within the points' own range ± this (metres; ``EvidenceOptions``).
+#: Fast mode: heights are searched within the points' robust range ± this (metres; ``EvidenceOptions``) ...
+DEFAULT_SEARCH_MARGIN = 3.0
+#: ... and kept within the points' own range ± this (at most the search margin).
 DEFAULT_KEEP_MARGIN = 0.0
 #: Fast mode: the despeckle threshold (metres; 0 = off; ``core/reconstruct/despeckle.py``).
 DEFAULT_DESPECKLE = 0.25

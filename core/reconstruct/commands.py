@@ -16,6 +16,7 @@ from ..vocabulary import (
     DEFAULT_KEEP_MARGIN,
     DEFAULT_MODE,
     DEFAULT_PRECISION,
+    DEFAULT_SEARCH_MARGIN,
     FILL_METHODS,
     MODES,
     PRECISIONS,
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Points within R map units of a pixel (a square) bound its height (default 2.5 m).")
     p.add_argument("--search-margin", type=float, default=None, metavar="M",
                    help="Heights are searched between the robust lowest nearby point minus M and the "
-                        "highest plus M (default 3 m); where the network's surface lies outside, the pixel "
+                        f"highest plus M (default {DEFAULT_SEARCH_MARGIN:g} m); where the network's surface lies outside, the pixel "
                         "takes the nearest bound and is flagged (confidence 0).")
     p.add_argument("--keep-margin", type=float, default=None, metavar="K",
                    help="Heights are then kept between the robust lowest nearby point minus K and the highest "

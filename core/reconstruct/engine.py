@@ -229,6 +229,10 @@ def _validate(options: ReconstructionOptions) -> None:
     _number(ev.radius, "evidence.radius", 0.0, low_inclusive=False, high=1000.0)
     _number(ev.margin, "evidence.margin", 0.0, high=1000.0)
     _number(ev.keep_margin, "evidence.keep_margin", 0.0, high=1000.0)
+    if ev.keep_margin > ev.margin:
+        raise InputError(f"{param('evidence.keep_margin')} {ev.keep_margin:g} is wider than {param('evidence.margin')} "
+                         f"{ev.margin:g}: no height is searched beyond that margin, so it cannot be kept there. Use "
+                         f"at most {ev.margin:g}, or raise both.")
     _number(ev.blunder_gap, "evidence.blunder_gap", 0.0, high=1000.0)
     _number(ev.edge_width, "evidence.edge_width", 0.0, low_inclusive=False, high=1000.0)
     _number(options.fill_max_distance, "fill_max_distance", 0.0, high=10000.0)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN, FillMethod, Mode, Precision
+from ..vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN, DEFAULT_SEARCH_MARGIN, FillMethod, Mode, Precision
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class EvidenceOptions:
     """How the input points bound and steer the network's heights (see ``evidence.py``)."""
 
     radius: float = 2.5  # points within ±radius of a pixel (a square) bound its height ...
-    margin: float = 3.0  # ... searched within [robust lowest − margin, robust highest + margin] (beyond: flagged)
+    margin: float = DEFAULT_SEARCH_MARGIN  # ... searched within [robust lowest − margin, robust highest + margin] (beyond: flagged)
     # ... and kept within [robust lowest − keep_margin, robust highest + keep_margin] (at most
     # ``margin``). 0, the range of the points themselves, was chosen on the validation split: kept
     # within 3 m MedAE / MAE was 0.321 / 1.084 m, 1 m 0.320 / 1.064, 0 m 0.315 / 1.049

@@ -24,6 +24,7 @@ from ...core.vocabulary import (
     DEFAULT_DEVICE,
     DEFAULT_KEEP_MARGIN,
     DEFAULT_MODE,
+    DEFAULT_SEARCH_MARGIN,
     DEVICE_CHOICES,
     MODES,
     VARIANT_KINDS,
@@ -133,7 +134,7 @@ class ReconstructDsmAlgorithm(ImpliCityAlgorithm):
                                                               defaultValue=MODES.index(DEFAULT_MODE))))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.KEEP_MARGIN, "Keep heights within the points' range ± (m)", QgsProcessingParameterNumber.Double,
-            defaultValue=DEFAULT_KEEP_MARGIN, minValue=0.0, maxValue=1000.0)))
+            defaultValue=DEFAULT_KEEP_MARGIN, minValue=0.0, maxValue=DEFAULT_SEARCH_MARGIN)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.DESPECKLE, "Despeckle threshold (m; 0 = off)", QgsProcessingParameterNumber.Double,
             defaultValue=DEFAULT_DESPECKLE, minValue=0.0, maxValue=1000.0)))

@@ -377,6 +377,7 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, scene, capsys, alter, 
 @pytest.mark.parametrize("args,needles", [
     (["--search-margin", "nan"], ("--search-margin", "nan")),
     (["--keep-margin", "-1"], ("--keep-margin", "-1")),
+    (["--keep-margin", "5"], ("--keep-margin 5 is wider than --search-margin 3", "at most 3")),
     (["--blunder-gap", "inf"], ("--blunder-gap",)),
     (["--despeckle", "nan"], ("--despeckle", "nan")),
     (["--final-step", "nan"], ("--final-step",)),
