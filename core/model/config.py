@@ -25,6 +25,8 @@ DEFAULT_IMAGE_STD = 487.496
 HEIGHT_REFERENCES = ("window", "prior")
 PLANE_CONTEXTS = ("none", "prior")
 PRIOR_REFINEMENTS = ("none", "bilateral")
+#: How [0, 1] patch coordinates address the plane's cells when features are sampled (decoder.py).
+PLANE_SAMPLINGS = ("corners", "centres")
 IMAGE_NORMALIZATIONS = ("dataset", "per_image")
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -75,6 +77,9 @@ class ModelConfig:
     image_normalization: str = "dataset"  # "dataset": (v − image_mean) / image_std; "per_image": robust per window
     plane_context: str = "none"         # "prior": the U-Net also sees the prior's relief and the point
                                         # density per cell (needs height_reference: prior; prior.py)
+    plane_sampling: str = "corners"     # "corners": [0, 1] on the first / last cell centres, as the
+                                        # reference (align_corners=True); "centres": on the outer cell
+                                        # edges, so a point reads the cell it was scattered into
 
     def __post_init__(self) -> None:
         self.validate()
@@ -121,6 +126,8 @@ class ModelConfig:
             problems.append(f"prior_refinement {self.prior_refinement!r} needs height_reference 'prior'")
         if not (self.prior_refine_radius_m > 0 and self.prior_noise_floor_m > 0):
             problems.append("prior_refine_radius_m and prior_noise_floor_m must be > 0")
+        if self.plane_sampling not in PLANE_SAMPLINGS:
+            problems.append(f"plane_sampling must be one of {PLANE_SAMPLINGS} (got {self.plane_sampling!r})")
         if self.image_normalization not in IMAGE_NORMALIZATIONS:
             problems.append(f"image_normalization must be one of {IMAGE_NORMALIZATIONS} "
                             f"(got {self.image_normalization!r})")

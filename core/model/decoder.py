@@ -8,14 +8,20 @@ from torch.nn import functional as F
 from .blocks import ResnetBlockFC
 
 
-def sample_plane(features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+def sample_plane(features: torch.Tensor, xy: torch.Tensor, cell_centres: bool = False) -> torch.Tensor:
     """Bilinear read of (B, C, H, W) features at normalised xy (B, M, 2) → (B, M, C).
 
-    Row index grows with y, column with x; align_corners=True puts [0, 1] on the first/last cell
-    centres and border padding keeps queries just outside the patch on the edge values.
+    Row index grows with y, column with x; border padding keeps queries just outside the patch on
+    the edge values. By default (the reference's convention, align_corners=True) [0, 1] lies on the
+    first / last cell centres, although points are scattered into cells of width 1 / R: a cell's
+    centre is read up to half a cell away from where its points lie (the offset is 0 at the patch
+    centre and ± half a cell at its sides), and a pixel centre between two cells reads their mean.
+    ``cell_centres`` (``plane_sampling: centres``) puts [0, 1] on the outer cell edges
+    (align_corners=False): a point reads the cell it was scattered into, and the DSM's pixel
+    centres, when they coincide with the cells, read one cell each.
     """
     grid = (2.0 * xy - 1.0).unsqueeze(1).to(features.dtype)
-    out = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=not cell_centres)
     return out.squeeze(2).transpose(1, 2)
 
 

@@ -67,6 +67,10 @@ class ImpliCityNet(nn.Module):
         self.decoder = LocalDecoder(config.feature_dim, config.decoder_hidden_dim, config.decoder_blocks,
                                     config.n_classes)
 
+    def _sample(self, features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """:func:`sample_plane` with this network's ``plane_sampling`` convention."""
+        return sample_plane(features, xy, cell_centres=self.config.plane_sampling == "centres")
+
     @property
     def points_encoder(self) -> LocalPoolPointNet:
         """The point encoder whatever its state-dict name."""
@@ -101,7 +105,7 @@ class ImpliCityNet(nn.Module):
                                   refine, cfg.prior_noise_floor_m / cfg.z_std)
             if cfg.plane_context == "prior":
                 context = plane_context(points, prior, cfg.z_std / cfg.prior_z_scale)
-            at_points = sample_plane(prior, points[..., :2]).squeeze(-1)
+            at_points = self._sample(prior, points[..., :2]).squeeze(-1)
             if cfg.point_clip_m > 0:
                 points = clamp_to_prior(points, at_points, cfg.point_clip_m / cfg.z_std)
             if cfg.point_height == "prior":  # the encoder sees each point's height above the surface
@@ -119,11 +123,11 @@ class ImpliCityNet(nn.Module):
         xy = query[..., :2]
         if features.prior is not None:
             # The decoder sees the height above the robust surface, in units of prior_z_scale metres.
-            rel = (query[..., 2:3] - sample_plane(features.prior, xy)) * (self.config.z_std / self.config.prior_z_scale)
+            rel = (query[..., 2:3] - self._sample(features.prior, xy)) * (self.config.z_std / self.config.prior_z_scale)
             query = torch.cat([xy, rel.to(query.dtype)], dim=-1)
-        c = sample_plane(features.plane, xy)
+        c = self._sample(features.plane, xy)
         if features.image is not None:
-            c = c + sample_plane(features.image, xy)
+            c = c + self._sample(features.image, xy)
         out = self.decoder(query, c)
         return out.squeeze(-1) if self.config.n_classes == 1 else out
 
@@ -133,10 +137,10 @@ class ImpliCityNet(nn.Module):
         Equal to :meth:`decode` (up to float rounding) on queries (xy[i], z): the features, the
         prior and everything else that does not depend on z are computed once per pixel."""
         xy = xy[None]
-        c = sample_plane(features.plane, xy)
+        c = self._sample(features.plane, xy)
         if features.image is not None:
-            c = c + sample_plane(features.image, xy)
-        prior = None if features.prior is None else sample_plane(features.prior, xy)[0, :, 0]
+            c = c + self._sample(features.image, xy)
+        prior = None if features.prior is None else self._sample(features.prior, xy)[0, :, 0]
         return ColumnDecoder(self.decoder.columns(xy[0], c[0]), prior,
                              self.config.z_std / self.config.prior_z_scale, self.config.n_classes)
 

@@ -124,6 +124,19 @@ def test_half_storage_loads_as_float32_within_fp16_tolerance(tmp_path: Path) -> 
     assert (got - expected).abs().max() <= 1e-2 * max(1.0, float(expected.abs().max()))
 
 
+def test_checkpoints_from_before_a_config_switch_keep_its_default(tmp_path: Path) -> None:
+    """A checkpoint written before ``plane_sampling`` existed (no key in its config) loads with the
+    reference's convention it was trained with, and gives the same outputs as before."""
+    model = _lite(0)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    del raw["model_config"]["plane_sampling"]
+    torch.save(raw, tmp_path / "old.pt")
+    loaded, config = load_model(tmp_path / "old.pt")
+    assert config.plane_sampling == "corners"
+    torch.testing.assert_close(_run(loaded, 0), _run(model, 0), atol=0.0, rtol=0.0)
+
+
 def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", _lite(0))
     raw = torch.load(path, weights_only=True)

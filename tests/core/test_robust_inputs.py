@@ -97,6 +97,8 @@ def test_bad_robust_settings_are_refused():
         load_model_config({"inherit_from": "implicity_0_lite.yaml", "prior_refinement": "bilateral"})
     with pytest.raises(InputError, match="prior_refinement must be one of"):
         load_model_config({"inherit_from": "implicity_0_context_lite.yaml", "prior_refinement": "gaussian"})
+    with pytest.raises(InputError, match="plane_sampling must be one of"):
+        load_model_config({"inherit_from": "implicity_0_bilateral_lite.yaml", "plane_sampling": "nearest"})
     with pytest.raises(InputError, match="prior_refine_radius_m"):
         load_model_config({"inherit_from": "implicity_0_bilateral_lite.yaml", "prior_refine_radius_m": 0})
 
@@ -229,3 +231,46 @@ def test_the_range_kernel_floor_leaves_the_surface_unchanged(monkeypatch, stacke
     exact = bilateral_refinement(pts, start, 4.0, 0.001, stacked=stacked)
     assert not torch.equal(exact, start)
     torch.testing.assert_close(floored, exact, atol=1e-6, rtol=0)
+
+
+def test_centred_sampling_reads_the_cell_a_point_was_scattered_into():
+    """plane_sampling: centres reads cell (i, j) exactly at its centre, ((j + 0.5) / R, (i + 0.5) / R);
+    the reference's convention reads there a mix of that cell and its neighbours (by up to half a
+    cell at the patch's sides, not at all at its centre)."""
+    from implicity.core.model.decoder import sample_plane
+    from implicity.core.model.point_encoder import plane_index
+
+    r = 8
+    plane = torch.arange(r * r, dtype=torch.float32).reshape(1, 1, r, r)
+    rows, cols = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
+    xy = torch.stack([(cols.flatten() + 0.5) / r, (rows.flatten() + 0.5) / r], dim=-1)[None]
+    centred = sample_plane(plane, xy, cell_centres=True)[0, :, 0]
+    torch.testing.assert_close(centred, plane.flatten())
+    assert torch.equal(plane_index(xy, r)[0], plane.flatten().long())  # where those points are scattered
+    corners = sample_plane(plane, xy)[0, :, 0]
+    off = (corners - plane.flatten()).abs().reshape(r, r)
+    # At the corner cell the reference reads (R − 1) / 2R = 7/16 of a cell away in x (values + 1) and y (+ 8).
+    torch.testing.assert_close(off[0, 0], torch.tensor(7 / 16 * 9))
+    assert off[r // 2, r // 2] < off[0, 0]
+
+
+def test_centred_sampling_is_a_switch_of_the_bilateral_network():
+    """The centred config has the bilateral network's weights; its column decoding agrees with
+    decode; reference-style configs and old checkpoints (no key) keep the reference's convention."""
+    bilateral = load_model_config("implicity_0_bilateral_lite.yaml")
+    centred = load_model_config("implicity_0_centred_lite.yaml")
+    assert bilateral.plane_sampling == "corners" and centred.plane_sampling == "centres"
+    assert load_model_config("implicity_0.yaml").plane_sampling == "corners"
+    torch.manual_seed(0)
+    a, b = build_model(bilateral).eval(), build_model(centred).eval()
+    b.load_state_dict(a.state_dict())
+    pts = _plane_points(n=3000, seed=5, height=0.05)
+    pts[0, :1500, 2] += 0.2 * (pts[0, :1500, 0] > 0.5)  # a step, so that where a cell is read matters
+    xy = torch.rand(1, 400, 2)
+    z = torch.rand(400, 3) * 0.3
+    query = torch.cat([xy[0, :, None, :].expand(400, 3, 2), z[..., None]], dim=-1).reshape(1, 1200, 3)
+    with torch.no_grad():
+        fa, fb = a.encode(pts), b.encode(pts)
+        assert not torch.allclose(a.decode(query, fa), b.decode(query, fb))
+        columns = b.decode_columns(xy[0], fb)(torch.arange(400), z)
+        torch.testing.assert_close(columns.reshape(-1), b.decode(query, fb).reshape(-1), atol=1e-4, rtol=0)
