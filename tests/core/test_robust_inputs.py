@@ -255,8 +255,9 @@ def test_centred_sampling_reads_the_cell_a_point_was_scattered_into():
 
 
 def test_centred_sampling_is_a_switch_of_the_bilateral_network():
-    """The centred config has the bilateral network's weights; its column decoding agrees with
-    decode; reference-style configs and old checkpoints (no key) keep the reference's convention."""
+    """The centred config has the bilateral network's weights and changes its output; its column
+    decoding agrees with decode; the reference's configs keep the reference's convention (old
+    checkpoints without the key: tests/core/test_model_checkpoint.py)."""
     bilateral = load_model_config("implicity_0_bilateral_lite.yaml")
     centred = load_model_config("implicity_0_centred_lite.yaml")
     assert bilateral.plane_sampling == "corners" and centred.plane_sampling == "centres"
