@@ -99,7 +99,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_dsm(
         args.dsm, args.reference, building_mask=args.building_mask, extra_masks=_parse_masks(args.mask),
         residual_out=args.residual_out, json_out=args.json, html_out=args.html,
-        building_dilation_px=args.building_dilation,
+        building_dilation_px=args.building_dilation, coregister=args.coregister, max_shift=args.max_shift,
     )
     print(f"DSM:       {args.dsm}\nReference: {args.reference}\n")
     print(report.as_table())
@@ -162,8 +162,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--residual-out", default=None, metavar="RES.tif", help="Write the residual raster.")
     p.add_argument("--json", default=None, metavar="OUT.json", help="Write the metrics as JSON.")
     p.add_argument("--html", default=None, metavar="OUT.html", help="Write the metrics as an HTML table.")
+    p.add_argument("--coregister", action="store_true",
+                   help="Move the DSM by the shift (east, north, up) that best matches the reference before "
+                        "taking the residual, and report that shift (separates a displaced whole from shape errors).")
+    p.add_argument("--max-shift", type=float, default=2.0, metavar="D",
+                   help="Largest horizontal shift searched by --coregister, in map units (default 2).")
     p.set_defaults(run=_run_evaluate, parameter_flags={
         "dsm_path": "--dsm", "reference_path": "--reference", "json_out": "--json", "html_out": "--html",
-        "building_dilation_px": "--building-dilation", "extra_masks": "--mask"})
+        "building_dilation_px": "--building-dilation", "extra_masks": "--mask", "max_shift": "--max-shift"})
 
 

@@ -3,7 +3,9 @@
 Residual r = DSM − reference on the reference's grid (the DSM is resampled onto it when grids
 differ), where both are valid. Regions: overall; building = the building mask dilated by 2 px
 (as in the paper, so facade pixels count as building); terrain = not building; plus any extra
-masks. NMAD uses the standard definition 1.4826·median(|r − median(r)|).
+masks. NMAD uses the standard definition 1.4826·median(|r − median(r)|). With ``coregister`` the DSM is
+first moved by the shift that best matches the reference (:mod:`.coregistration`), the way
+accuracy reports separate a DSM's shape from a displacement of the whole; the shift is reported.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from .coregistration import Coregistration, estimate_shift, shift_dsm
 from .errors import InputError, param
 from .outputs import check_output_path, write_text_atomic
 from .raster import GEOTIFF_SUFFIXES, GridSpec, RasterReader, grid_of, write_geotiff
@@ -59,9 +62,11 @@ class EvaluationReport:
     reference: str
     regions: dict[str, Metrics] = field(default_factory=dict)
     units: str = "m"
+    coregistration: Coregistration | None = None  # the shift applied to the DSM first, if any
 
     def to_dict(self) -> dict:
         return {"dsm": self.dsm, "reference": self.reference, "units": self.units,
+                "coregistration": None if self.coregistration is None else self.coregistration.to_dict(),
                 "regions": {k: asdict(v) for k, v in self.regions.items()}}
 
     def to_json(self) -> str:
@@ -75,6 +80,8 @@ class EvaluationReport:
         for name, m in self.regions.items():
             vals = [f"{m.count:>10d}"] + [f"{getattr(m, c):>10.3f}" for c in cols[1:]]
             lines.append(f"{name:<12}" + "".join(vals))
+        if self.coregistration is not None:
+            lines.append(f"Co-registered: {self.coregistration.describe(self.units)}")
         return "\n".join(lines)
 
     def as_html(self) -> str:
@@ -86,10 +93,11 @@ class EvaluationReport:
             for name, m in self.regions.items()
         )
         head = "".join(f"<th>{c.upper()}</th>" for c in cols)
+        coreg = "" if self.coregistration is None else f"<br>Co-registered: {self.coregistration.describe(self.units)}"
         return (
             "<html><head><meta charset='utf-8'><title>DSM evaluation</title></head><body>"
             f"<h3>DSM evaluation</h3><p>DSM: {self.dsm}<br>Reference: {self.reference}<br>"
-            f"Units: {self.units}</p><table border='1' cellpadding='3'><tr><th>region</th>{head}</tr>"
+            f"Units: {self.units}{coreg}</p><table border='1' cellpadding='3'><tr><th>region</th>{head}</tr>"
             f"{rows}</table></body></html>"
         )
 
@@ -118,8 +126,14 @@ def evaluate_dsm(
     json_out: str | os.PathLike[str] | None = None,
     html_out: str | os.PathLike[str] | None = None,
     building_dilation_px: int = 2,
+    coregister: bool = False,
+    max_shift: float = 2.0,
 ) -> EvaluationReport:
-    """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML."""
+    """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML.
+
+    ``coregister``: move the DSM by the shift (within ``max_shift`` map units horizontally) that
+    best matches the reference before taking the residual.
+    """
     if isinstance(building_dilation_px, bool) or not isinstance(building_dilation_px, int) or building_dilation_px < 0:
         raise InputError(f"{param('building_dilation_px')} must be a whole number of pixels >= 0, "
                          f"got {building_dilation_px}.")
@@ -146,6 +160,11 @@ def evaluate_dsm(
             f"{dsm_path} and {reference_path} have no valid pixels in common (no overlap, or one is "
             "all nodata). Check that both cover the same area in the same CRS."
         )
+    shift = None
+    if coregister:
+        shift = estimate_shift(dsm, ref, grid.resolution, max_shift)
+        dsm = shift_dsm(dsm, shift, grid.resolution)
+        valid = np.isfinite(dsm) & np.isfinite(ref)
     residual = np.where(valid, dsm - ref, np.nan).astype(np.float32)
     regions: dict[str, np.ndarray] = {"overall": valid}
     if building_mask is not None:
@@ -159,7 +178,7 @@ def evaluate_dsm(
     for name, path in (extra_masks or {}).items():
         mask = _read_on(path, grid, f"mask '{name}'", "nearest")
         regions[name] = valid & (np.nan_to_num(mask, nan=0.0) > 0.5)
-    report = EvaluationReport(dsm=str(dsm_path), reference=str(reference_path),
+    report = EvaluationReport(dsm=str(dsm_path), reference=str(reference_path), coregistration=shift,
                               regions={k: Metrics.of(residual[m]) for k, m in regions.items()})
     if residual_out is not None:
         write_geotiff(residual_out, residual, grid)

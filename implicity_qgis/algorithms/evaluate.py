@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -19,6 +20,7 @@ from ..styling import attach_style
 from .common import ImpliCityAlgorithm, advanced, raster_path
 
 OVERALL_OUTPUTS = ("count", "mae", "rmse", "medae", "nmad", "bias")
+SHIFT_OUTPUTS = ("dx", "dy", "dz")
 
 
 def same_raster(a, b) -> bool:
@@ -42,6 +44,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     REFERENCE = "REFERENCE"
     BUILDING_MASK = "BUILDING_MASK"
     DILATION = "BUILDING_DILATION"
+    COREGISTER = "COREGISTER"
+    MAX_SHIFT = "MAX_SHIFT"
     RESIDUAL = "RESIDUAL"
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_JSON = "OUTPUT_JSON"
@@ -49,7 +53,7 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     GROUP_ID = "evaluation"
     LABELS = {"residual_out": "'Residual'", "json_out": "'Metrics (JSON)'", "html_out": "'Metrics report (HTML)'",
               "building_dilation_px": "'Building dilation'", "dsm_path": "'DSM'", "reference_path": "'Reference DSM'",
-              "building_mask": "'Building mask'"}
+              "building_mask": "'Building mask'", "max_shift": "'Largest horizontal shift'"}
 
     def name(self) -> str:
         return "evaluatedsm"
@@ -68,6 +72,12 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             "<b>Building mask</b> (optional): 0/1 raster; adds <i>building</i> (mask dilated by the building "
             "dilation, so façades count as building) and <i>terrain</i> (the rest) to <i>overall</i>.<br>"
             "<b>Building dilation</b> (advanced): pixels added around the mask (2, as in the paper).<br>"
+            "<b>Co-register the DSM to the reference first</b> (advanced): move the DSM by the shift (east, "
+            "north, up) that best matches the reference before taking the residual, as accuracy reports do to "
+            "separate a displaced whole from errors of shape. The shift is printed in the log and in the "
+            "reports, and returned as outputs.<br>"
+            "<b>Largest horizontal shift</b> (advanced): how far the co-registration searches, in map units "
+            "(2).<br>"
             "<b>Residual</b>: float32 GeoTIFF of r on the reference grid (blue = DSM too low, red = too high).<br>"
             "<b>Metrics report (HTML)</b> and <b>Metrics (JSON)</b>: per region COUNT, MAE, RMSE, MedAE = "
             "median |r|, NMAD = 1.4826·median(|r − median r|), bias = mean r, in the DSM's height units. "
@@ -80,6 +90,11 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.BUILDING_MASK, "Building mask (0/1)", optional=True))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.DILATION, "Building dilation (pixels)", QgsProcessingParameterNumber.Integer, 2, minValue=0)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.COREGISTER, "Co-register the DSM to the reference first", defaultValue=False)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.MAX_SHIFT, "Largest horizontal shift (map units)", QgsProcessingParameterNumber.Double, 2.0,
+            minValue=0.0)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.RESIDUAL, "Residual (DSM − reference)"))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, "Metrics report (HTML)", "HTML files (*.html)", optional=True))
@@ -87,6 +102,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             self.OUTPUT_JSON, "Metrics (JSON)", "JSON files (*.json)", optional=True, createByDefault=False))
         for key in OVERALL_OUTPUTS:
             self.addOutput(QgsProcessingOutputNumber(f"OVERALL_{key.upper()}", f"Overall {key.upper()}"))
+        for key in SHIFT_OUTPUTS:
+            self.addOutput(QgsProcessingOutputNumber(f"SHIFT_{key.upper()}", f"Co-registration shift {key}"))
 
     def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
         # In the dialog this stops Run before a task starts (e.g. both combo boxes on the one raster).
@@ -115,6 +132,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             raster_path(dsm), raster_path(ref), building_mask=raster_path(mask_layer) if mask_layer else None,
             residual_out=residual, json_out=js, html_out=html,
             building_dilation_px=self.parameterAsInt(parameters, self.DILATION, context),
+            coregister=self.parameterAsBool(parameters, self.COREGISTER, context),
+            max_shift=self.parameterAsDouble(parameters, self.MAX_SHIFT, context),
         )
         feedback.setProgress(100)
         feedback.pushInfo(f"DSM: {report.dsm}\nReference: {report.reference}\n\n" + report.as_table())
@@ -124,4 +143,6 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         for key in OVERALL_OUTPUTS:
             value = float(getattr(overall, key))
             results[f"OVERALL_{key.upper()}"] = value if math.isfinite(value) else None
+        for key in SHIFT_OUTPUTS:
+            results[f"SHIFT_{key.upper()}"] = None if report.coregistration is None else getattr(report.coregistration, key)
         return results

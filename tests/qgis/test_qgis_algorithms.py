@@ -87,6 +87,23 @@ def test_evaluate_writes_residual_html_json_and_logs_table(delft_outputs):
     assert "<table" in (out / "eval.html").read_text() and "NMAD" in (out / "eval.html").read_text()
 
 
+def test_evaluate_can_coregister_first_and_returns_the_shift(delft_outputs, feedback_log):
+    import processing
+
+    out = delft_outputs["dir"]
+    plain = _run("evaluatedsm", {"DSM": delft_outputs["base"], "REFERENCE": delft_outputs["ref"],
+                                 "RESIDUAL": str(out / "res_plain.tif")})
+    assert plain["SHIFT_DX"] is None and plain["SHIFT_DZ"] is None
+    res = processing.run("implicity:evaluatedsm", {
+        "DSM": delft_outputs["base"], "REFERENCE": delft_outputs["ref"], "COREGISTER": True, "MAX_SHIFT": 1.0,
+        "RESIDUAL": str(out / "res_coreg.tif"), "OUTPUT_JSON": str(out / "coreg.json")}, feedback=feedback_log)
+    shift = json.loads((out / "coreg.json").read_text())["coregistration"]
+    assert (res["SHIFT_DX"], res["SHIFT_DY"], res["SHIFT_DZ"]) == (shift["dx"], shift["dy"], shift["dz"])
+    assert np.hypot(shift["dx"], shift["dy"]) <= 1.0 + 1e-9
+    assert res["OVERALL_MAE"] <= plain["OVERALL_MAE"] + 1e-6  # the shift is chosen to lower the L1 misfit
+    assert "Co-registered" in "\n".join(feedback_log.lines)
+
+
 def test_evaluate_pushes_the_metrics_table_to_the_log(delft_outputs, feedback_log):
     import processing
 
