@@ -52,10 +52,14 @@ def _bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     inside = (r0 >= 0) & (c0 >= 0) & (r0 + 1 < h + (fr == 0)) & (c0 + 1 < w + (fc == 0))
     r0c, c0c = np.clip(r0, 0, h - 1), np.clip(c0, 0, w - 1)
     r1c, c1c = np.clip(r0 + 1, 0, h - 1), np.clip(c0 + 1, 0, w - 1)
-    top = values[r0c, c0c] * (1 - fc) + values[r0c, c1c] * fc
-    bottom = values[r1c, c0c] * (1 - fc) + values[r1c, c1c] * fc
-    out = top * (1 - fr) + bottom * fr
-    return np.where(inside, out, np.nan)
+    top = _lerp(values[r0c, c0c], values[r0c, c1c], fc)
+    bottom = _lerp(values[r1c, c0c], values[r1c, c1c], fc)
+    return np.where(inside, _lerp(top, bottom, fr), np.nan)
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Linear interpolation a + t (b − a): exactly ``a`` where t = 0, even if ``b`` is NaN (beside a hole)."""
+    return np.where(t == 0, a, a * (1 - t) + b * t)
 
 
 def _shift_px(dx: float, dy: float, resolution: float) -> tuple[float, float]:

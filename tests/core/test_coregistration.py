@@ -38,6 +38,9 @@ def test_shift_dsm_moves_east_north_and_up():
     # one pixel north = one row up, two pixels east = two columns right
     assert moved[3, 6] == pytest.approx(1.5) and moved[4, 4] == pytest.approx(0.5)
     assert np.isnan(moved[:, :2]).all() and np.isnan(moved[-1]).all()  # nothing is known beyond the raster
+    ref[4, 5] = np.nan  # a hole: whole-pixel moves keep its neighbours, fractional ones lose them
+    assert shift_dsm(ref, Coregistration(0.0, 0.0, 0.0, 0), RES)[4, 4] == 1.0
+    assert np.isnan(shift_dsm(ref, Coregistration(-RES / 2, 0.0, 0.0, 0), RES)[4, 4])
 
 
 @pytest.mark.parametrize("dx,dy,dz", [(0.625, -0.25, 0.4), (-1.0, 0.75, -0.3), (0.0, 0.0, 0.2)])
