@@ -8,6 +8,7 @@ from .progress import tqdm_progress
 from .vocabulary import (
     DEFAULT_FILL,
     DEFAULT_FILL_MAX_DISTANCE,
+    DEFAULT_MAX_SHIFT,
     DEFAULT_REFERENCE_FILL_MAX_DISTANCE,
     DEFAULT_STATISTIC,
     FILL_METHODS,
@@ -165,8 +166,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coregister", action="store_true",
                    help="Move the DSM by the shift (east, north, up) that best matches the reference before "
                         "taking the residual, and report that shift (separates a displaced whole from shape errors).")
-    p.add_argument("--max-shift", type=float, default=2.0, metavar="D",
-                   help="Largest horizontal shift searched by --coregister, in map units (default 2).")
+    p.add_argument("--max-shift", type=float, default=DEFAULT_MAX_SHIFT, metavar="D",
+                   help=f"Largest horizontal shift searched by --coregister, in map units (default {DEFAULT_MAX_SHIFT:g}).")
     p.set_defaults(run=_run_evaluate, parameter_flags={
         "dsm_path": "--dsm", "reference_path": "--reference", "json_out": "--json", "html_out": "--html",
         "building_dilation_px": "--building-dilation", "extra_masks": "--mask", "max_shift": "--max-shift"})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, param
+from .vocabulary import DEFAULT_MAX_SHIFT
 
 MAX_SAMPLES = 250_000  # pixels the cost is evaluated on: enough for 1 cm, bounded time on large rasters
 COARSE_SAMPLES = 100_000  # of them, those the whole-pixel search reads (it only has to find the basin)
@@ -75,7 +76,7 @@ def shift_dsm(dsm: np.ndarray, shift: Coregistration, resolution: float) -> np.n
     return moved.astype(np.float32)
 
 
-def estimate_shift(dsm: np.ndarray, reference: np.ndarray, resolution: float, max_shift: float = 2.0,
+def estimate_shift(dsm: np.ndarray, reference: np.ndarray, resolution: float, max_shift: float = DEFAULT_MAX_SHIFT,
                    seed: int = 0) -> Coregistration:
     """Estimate the shift of ``dsm`` onto ``reference`` (same grid, NaN = no value)."""
     if not (isinstance(max_shift, (int, float)) and math.isfinite(max_shift) and max_shift >= 0):

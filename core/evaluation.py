@@ -21,6 +21,7 @@ from .coregistration import Coregistration, estimate_shift, shift_dsm
 from .errors import InputError, param
 from .outputs import check_output_path, write_text_atomic
 from .raster import GEOTIFF_SUFFIXES, GridSpec, RasterReader, grid_of, write_geotiff
+from .vocabulary import DEFAULT_MAX_SHIFT
 
 NMAD_SCALE = 1.4826
 
@@ -127,7 +128,7 @@ def evaluate_dsm(
     html_out: str | os.PathLike[str] | None = None,
     building_dilation_px: int = 2,
     coregister: bool = False,
-    max_shift: float = 2.0,
+    max_shift: float = DEFAULT_MAX_SHIFT,
 ) -> EvaluationReport:
     """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML.
 

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ...core.vocabulary import DEFAULT_MAX_SHIFT
 from ..styling import attach_style
 from .common import ImpliCityAlgorithm, advanced, raster_path
 
@@ -77,7 +78,7 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             "separate a displaced whole from errors of shape. The shift is printed in the log and in the "
             "reports, and returned as outputs.<br>"
             "<b>Largest horizontal shift</b> (advanced): how far the co-registration searches, in map units "
-            "(2).<br>"
+            f"({DEFAULT_MAX_SHIFT:g}).<br>"
             "<b>Residual</b>: float32 GeoTIFF of r on the reference grid (blue = DSM too low, red = too high).<br>"
             "<b>Metrics report (HTML)</b> and <b>Metrics (JSON)</b>: per region COUNT, MAE, RMSE, MedAE = "
             "median |r|, NMAD = 1.4826·median(|r − median r|), bias = mean r, in the DSM's height units. "
@@ -93,8 +94,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             self.COREGISTER, "Co-register the DSM to the reference first", defaultValue=False)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.MAX_SHIFT, "Largest horizontal shift (map units)", QgsProcessingParameterNumber.Double, 2.0,
-            minValue=0.0)))
+            self.MAX_SHIFT, "Largest horizontal shift (map units)", QgsProcessingParameterNumber.Double,
+            DEFAULT_MAX_SHIFT, minValue=0.0)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.RESIDUAL, "Residual (DSM − reference)"))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, "Metrics report (HTML)", "HTML files (*.html)", optional=True))
