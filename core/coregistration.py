@@ -23,6 +23,7 @@ from .errors import InputError, param
 from .vocabulary import DEFAULT_MAX_SHIFT
 
 MAX_SAMPLES = 250_000  # pixels the cost is evaluated on: enough for 1 cm, bounded time on large rasters
+MAX_SHIFT_PX = 16  # whole-pixel candidates grow with its square; beyond it, align the rasters first
 COARSE_SAMPLES = 100_000  # of them, those the whole-pixel search reads (it only has to find the basin)
 REFINEMENTS = (0.5, 0.25, 0.125)  # sub-pixel steps of the horizontal search, in pixels
 MIN_GAIN = 1e-6  # relative cost decrease a move must bring (flat areas keep a zero shift)
@@ -83,6 +84,11 @@ def estimate_shift(dsm: np.ndarray, reference: np.ndarray, resolution: float, ma
         raise InputError(f"{param('max_shift')} must be a distance >= 0 in map units, got {max_shift!r}.")
     if not (math.isfinite(resolution) and resolution > 0):
         raise InputError(f"The reference grid's pixel size must be positive, got {resolution!r}.")
+    if max_shift / resolution > MAX_SHIFT_PX:
+        raise InputError(
+            f"{param('max_shift')} {max_shift:g} is {max_shift / resolution:.0f} pixels of the reference grid; at most "
+            f"{MAX_SHIFT_PX} are searched (here {MAX_SHIFT_PX * resolution:g} map units). Give a smaller value, or "
+            "align the two rasters first if they are that far apart.")
     if dsm.shape != reference.shape:
         raise ValueError(f"dsm {dsm.shape} and reference {reference.shape} must be on the same grid")
     values = dsm.astype(np.float64)

@@ -69,6 +69,8 @@ def test_bad_max_shift_is_refused():
     ref = _city((40, 40))
     with pytest.raises(InputError, match="max_shift"):
         estimate_shift(ref, ref, RES, max_shift=-1.0)
+    with pytest.raises(InputError, match="at most 16 are searched"):  # a search that would not end
+        estimate_shift(ref, ref, RES, max_shift=100.0)
 
 
 def test_evaluate_reports_the_shift_and_metrics_after_it(tmp_path):
