@@ -67,6 +67,9 @@ DEFAULT_SEARCH_MARGIN = 3.0
 DEFAULT_KEEP_MARGIN = 0.0
 #: Fast mode: the despeckle threshold (metres; 0 = off; ``core/reconstruct/despeckle.py``).
 DEFAULT_DESPECKLE = 0.25
+#: Test-time symmetry averaging: how many turned / mirrored copies of a window may be averaged
+#: (core/reconstruct/symmetry.py; 1 = off, the default).
+SYMMETRY_COUNTS = (1, 2, 4, 8)
 #: ``evaluate --coregister``: the largest horizontal shift searched (map units), a few times the
 #: planimetric error of a stereo DSM's orientation.
 DEFAULT_MAX_SHIFT = 2.0

@@ -31,24 +31,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=REPO / "docs" / "model_card.md", type=Path,
                         help="where the tables are written")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--symmetries", type=int, default=4, choices=(1, 2, 4, 8),
+                        help="also evaluate ImpliCity-0 with this many turned / mirrored copies averaged "
+                             "(reconstruct --symmetries; default 4; 1 = not)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"model-card: the shared data folder {args.data} is missing; give --data.", file=sys.stderr)
         return 2
     models = {label: path for label, path in (("ImpliCity-0", args.zero), ("ImpliCity-mono", args.mono),
                                                ("ImpliCity-stereo", args.stereo)) if path is not None}
+    symmetries = {}
+    if args.symmetries > 1 and args.zero is not None:
+        label = f"ImpliCity-0 ×{args.symmetries}"
+        models[label], symmetries[label] = args.zero, args.symmetries
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        results = run_protocol(models, args.data, args.out, args.device)
+        results = run_protocol(models, args.data, args.out, args.device, symmetries=symmetries)
     except ImplicityError as exc:
         print(f"model-card: error: {exc}", file=sys.stderr)
         return 2
     results["models"] = {label: str(path) for label, path in models.items()}
+    results["symmetries"] = symmetries
     write_results(results, args.out / "model_card.json")
     table = markdown(results)
     write_text_atomic(args.markdown, "# Model card: held-out evaluation\n\nMade by `make model-card` "
                       "(tools/model_card.py, protocol in training/protocol.py). Models: "
-                      + ", ".join(f"{k} = `{Path(v).name}`" for k, v in models.items()) + ".\n\n" + table + "\n")
+                      + ", ".join(f"{k} = `{Path(v).name}`" for k, v in models.items())
+                      + "".join(f"; {k}: {n} turned / mirrored copies of every window averaged (`implicity reconstruct "
+                                f"--symmetries {n}`)" for k, n in symmetries.items()) + ".\n\n" + table + "\n")
     print(table)
     print(f"\nNumbers: {args.out / 'model_card.json'}; tables: {args.markdown}")
     return 0

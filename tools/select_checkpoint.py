@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a network checkpoint of the same run (config for exporting *.ckpt resume states)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--symmetries", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="reconstruct with this many symmetric copies averaged (implicity reconstruct --symmetries)")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
                         help="also score the surface prior of this checkpoint alone (never shipped)")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = [network(path) for path in args.checkpoints]
             priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
-            results = score_checkpoints(paths + priors, args.data, device=args.device)
+            results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries)
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
             ranked = sorted(results.items(), key=lambda kv: kv[1]["score"])

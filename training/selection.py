@@ -110,8 +110,10 @@ def metrics(residuals: np.ndarray) -> dict[str, float]:
 
 
 def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: str = "cpu",
-                      with_baseline: bool = True, log: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint."""
+                      with_baseline: bool = True, log: Callable[[str], None] = print,
+                      symmetries: int = 1) -> dict[str, dict[str, float]]:
+    """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint,
+    reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py)."""
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.model import load_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
@@ -138,7 +140,7 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
                 reconstruct_dsm(ReconstructionInputs(points=s.cloud, model=path, out_path=out,
                                                      resolution=_resolution(s), orthos=s.orthos[:n_images[path]],
                                                      extent=s.extent),
-                                ReconstructionOptions(device=device))
+                                ReconstructionOptions(device=device, symmetries=symmetries))
                 res.append(_residuals(out, s.reference))
             results[str(path)] = metrics(np.concatenate(res))
             m = results[str(path)]

@@ -152,6 +152,7 @@ def run_block(spec: RunSpec, block: Block) -> BlockResult:
     from ..reconstruct.device import BatchRunner, auto_batch_size, resolve_device
     from ..reconstruct.engine import WindowContext, _Stats, blend_windows
     from ..reconstruct.imagery import OrthoWindows
+    from ..reconstruct.symmetry import averaged
     from ..reconstruct.tiling import PointIndex
 
     t0 = time.perf_counter()
@@ -160,7 +161,7 @@ def run_block(spec: RunSpec, block: Block) -> BlockResult:
     _heap_for_big_arrays()
     torch.set_num_threads(_threads(spec))
     device, _ = resolve_device(spec.options.device)
-    model, _ = _model(spec, device)
+    model = averaged(_model(spec, device)[0], spec.options.symmetries)
     scratch = ScratchTiles(spec.scratch_dir, spec.scratch_tile)
     scratch.stats = spec.scratch_stats
     if not scratch.folder.is_dir():

@@ -20,6 +20,7 @@ from ..vocabulary import (
     FILL_METHODS,
     MODES,
     PRECISIONS,
+    SYMMETRY_COUNTS,
 )
 
 #: Core parameters (``ReconstructionInputs`` / ``ReconstructionOptions`` fields) and their flags,
@@ -86,6 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Fast mode: a pixel more than T from the median of its 3 x 3 neighbourhood that agrees with "
                         f"at most one neighbour takes that median (default {DEFAULT_DESPECKLE:g} m; 0 = off). Corners and lines one "
                         "pixel wide stay.")
+    p.add_argument("--symmetries", type=int, choices=SYMMETRY_COUNTS, default=1, metavar="N",
+                   help="Average the network over N turned / mirrored copies of every window: 1 (default, off), 2, "
+                        "4 or 8. About N times slower; a slightly less noisy surface (on the validation split, 4: "
+                        "MAE -1.7 %%).")
     p.add_argument("--edge-width", type=float, default=None, metavar="W",
                    help="Within W map units of the outer edge of the cloud (where the network sees points on one "
                         "side only and sinks) heights are blended towards the points' own surface (default 4 m).")
@@ -147,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=int(args.threads) if str(args.threads).isdigit() else args.threads,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
-        despeckle=DEFAULT_DESPECKLE if args.despeckle is None else args.despeckle,
+        despeckle=DEFAULT_DESPECKLE if args.despeckle is None else args.despeckle, symmetries=args.symmetries,
     )
     model = args.model
     if model is None:

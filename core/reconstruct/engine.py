@@ -60,6 +60,7 @@ from .options import (
 )
 from .original import lower_median, original_heights, query_xy, strict_crop
 from .search import ABOVE, BELOW, bracket_search, coarse_count, guided_search
+from .symmetry import SYMMETRY_COUNTS, averaged
 from .threads import ThreadGovernor
 from .tiling import PointIndex, Window, plan_windows
 
@@ -223,6 +224,9 @@ def _validate(options: ReconstructionOptions) -> None:
     if options.prefetch is not None:
         _number(options.prefetch, "prefetch", 0.0, high=64.0)
     _number(options.despeckle, "despeckle", 0.0, high=1000.0)
+    if isinstance(options.symmetries, bool) or options.symmetries not in SYMMETRY_COUNTS:
+        raise InputError(f"{param('symmetries')} {options.symmetries!r}: use {choice_list(tuple(map(str, SYMMETRY_COUNTS)))} (copies of "
+                         "each window averaged; 1 = off).")
     if int(fs.coarse_samples) < 2 or int(fs.refine_factor) < 2:
         raise InputError(f"{param('fast_search')}: coarse_samples and refine_factor must be at least 2.")
     ev = options.evidence
@@ -536,6 +540,7 @@ def reconstruct_dsm(inputs: ReconstructionInputs, options: ReconstructionOptions
     log.info("reconstruct: device %s (%s)", device, reason)
     report(0.0, "loading the model")
     model, model_name = _load_checked_model(inputs.model, device)
+    model = averaged(model, options.symmetries)
     check_image_count(len(inputs.orthos), int(model.n_images), model_name)
     report(0.0, "reading the points")
     cloud = load_points(inputs.points, inputs.points_crs)

@@ -146,6 +146,10 @@ class ReconstructionOptions:
     # agrees with at most one of its neighbours is a speckle and takes that median (despeckle.py;
     # chosen on the validation split, docs/checkpoint_selection.md); 0 = off.
     despeckle: float = DEFAULT_DESPECKLE
+    # Test-time symmetry averaging (symmetry.py): the network's logits averaged over this many
+    # turned / mirrored copies of every window (1, 2, 4 or 8). Slower by about that factor; lowers
+    # the surface's noise a little (docs/checkpoint_selection.md). 1 = off.
+    symmetries: int = 1
 
     def stride(self) -> float:
         if self.window_stride is not None:

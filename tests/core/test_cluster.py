@@ -247,3 +247,16 @@ def test_local_cluster_one_worker_per_gpu():
         cluster.close()
     assert len(seen) == len(cuda_devices())
     assert all(count == 1 for _, count in seen.values()), seen
+
+
+@pytest.mark.slow
+def test_workers_average_the_same_symmetric_copies(city, local_cluster, tmp_path):
+    """``symmetries`` reaches the workers, which load their own network: the cluster's DSM with 2
+    averaged copies is the single process's with 2 copies (and differs from one copy)."""
+    options = ReconstructionOptions(device="cpu", symmetries=2)
+    one = reconstruct_dsm(_inputs(city, tmp_path, "one2"), options)
+    reconstruct_on_cluster(_inputs(city, tmp_path, "two2"), options,
+                           ClusterOptions(scheduler=local_cluster.scheduler_address, block_size=BLOCK))
+    _assert_same(one.dsm_path, tmp_path / "two2.tif")
+    plain = _read(city["dsm"]).filled(0.0)
+    assert np.abs(_read(tmp_path / "two2.tif").filled(0.0) - plain).max() > 0.05

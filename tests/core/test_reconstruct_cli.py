@@ -85,3 +85,22 @@ def test_cli_reports_bad_device(tmp_path, points, analytic_model, capsys):
     rc = main(["reconstruct", "--points", str(pts), "--model", str(analytic_model), "--resolution", "1",
                "--out", str(tmp_path / "d.tif"), "--device", "cuda:3", "--quiet"])
     assert rc == 2 and "--device" in capsys.readouterr().err
+
+
+def test_cli_averages_symmetric_copies_when_asked(tmp_path, points, monkeypatch, capsys):
+    """--symmetries 4 reaches the engine (a tilt across each window averages out) and a count
+    that is not offered is an argparse error, not a traceback."""
+    pts, truth = points
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"test")
+    tilted = NearestPointModel(x_bias=3.0)
+    monkeypatch.setattr(engine, "load_occupancy_model", lambda m, device: (tilted, "analytic"))
+    out = tmp_path / "dsm.tif"
+    base = ["reconstruct", "--points", str(pts), "--model", str(model), "--resolution", "1", "--device", "cpu",
+            "--quiet", "--despeckle", "0", "--search-margin", "20", "--keep-margin", "20", "--no-edge-blend"]
+    assert main([*base, "--out", str(out), "--symmetries", "4"]) == 0
+    assert np.abs(read_dsm(out) - truth).max() <= 0.0625
+    assert tilted.encoded == 1 + 4  # the load check, then one 64 m window in 4 copies
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--out", str(tmp_path / "bad.tif"), "--symmetries", "3"])
+    assert exc.value.code == 2 and "--symmetries" in capsys.readouterr().err

@@ -302,7 +302,7 @@ class RaisedModel(NearestHeightModel):
         return torch.from_numpy((4.0 * 30.0 * (pts[i, 2] + 1.0 / 30.0 - q[:, 2])).astype(np.float32))[None]
 
 
-def test_keep_margin_and_despeckle_reach_the_engine(implicity_provider, delft_crop_laz, stand_in, tmp_path,
+def test_keep_margin_despeckle_and_symmetries_reach_the_engine(implicity_provider, delft_crop_laz, stand_in, tmp_path,
                                                     monkeypatch):
     from implicity.core import reconstruct
     from implicity.core.vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN
@@ -314,9 +314,10 @@ def test_keep_margin_and_despeckle_reach_the_engine(implicity_provider, delft_cr
     stand_in.model = RaisedModel(0)
     kept = _run(_params(delft_crop_laz, tmp_path / "kept.tif", MODEL=str(stand_in.path)))["OUTPUT"]
     loose = _run(_params(delft_crop_laz, tmp_path / "loose.tif", MODEL=str(stand_in.path), KEEP_MARGIN=3.0,
-                         DESPECKLE=0.0))["OUTPUT"]
-    assert (seen[0].evidence.keep_margin, seen[0].despeckle) == (DEFAULT_KEEP_MARGIN, DEFAULT_DESPECKLE)
-    assert (seen[1].evidence.keep_margin, seen[1].despeckle) == (3.0, 0.0)
+                         DESPECKLE=0.0, SYMMETRIES=2))["OUTPUT"]
+    assert (seen[0].evidence.keep_margin, seen[0].despeckle, seen[0].symmetries) == (
+        DEFAULT_KEEP_MARGIN, DEFAULT_DESPECKLE, 1)
+    assert (seen[1].evidence.keep_margin, seen[1].despeckle, seen[1].symmetries) == (3.0, 0.0, 4)
     with rasterio.open(kept) as a, rasterio.open(loose) as b:
         diff = np.ma.abs(b.read(1, masked=True) - a.read(1, masked=True))
     # The engine's tests check what the two options do; here: they reach it and change the DSM.

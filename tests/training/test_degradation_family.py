@@ -111,3 +111,23 @@ def test_parallax_view_moves_only_what_stands_above_ground():
     cols = np.flatnonzero(view[48] > 0.5)
     assert cols.min() == pytest.approx(40 + shift_px, abs=1.5)
     assert view[5, 5] == 0.0 and view[90, 90] == 0.0  # ground unchanged
+
+
+def test_the_whole_cloud_displacement_is_recorded_with_its_signs():
+    """The cloud of a tilted plane z = 10 + 0.5 x + 0.25 y (x east, y north) moved by the recorded
+    (east, north, up): each point's height minus the plane at its reported position is then
+    bias − 0.5 · east − 0.25 · north, up to the little noise left."""
+    n = 96
+    rows, cols = np.indices((n, n))
+    x, y = (cols + 0.5) * RES, (n - rows - 0.5) * RES
+    plane = 10.0 + 0.5 * x + 0.25 * y
+    quiet = DegradationFamily(noise_std=(0.01, 0.011), blunder_fraction=(0.0, 0.0), hole_fraction=(0.0, 0.0),
+                              xy_noise_std_m=(0.0, 0.0), only=("fattening:none", "sampling:random"),
+                              slope_noise_probability=0.0, vertical_bias_std_m=0.5, planimetric_shift_std_m=0.5)
+    for seed in range(5):
+        d = degrade_surface(np.random.default_rng(seed), plane, None, RES, quiet)
+        bias, (east, north) = d.drawn["vertical_bias_m"], d.drawn["planimetric_shift_m"]
+        xyz = d.xyz
+        inside = (xyz[:, 0] > 2) & (xyz[:, 0] < n * RES - 2) & (xyz[:, 1] > 2) & (xyz[:, 1] < n * RES - 2)
+        offset = xyz[inside, 2] - (10.0 + 0.5 * xyz[inside, 0] + 0.25 * xyz[inside, 1])
+        assert np.median(offset) == pytest.approx(bias - 0.5 * east - 0.25 * north, abs=0.01)

@@ -1,7 +1,14 @@
 """The model card's targets and tables, plain and after co-registration (training/protocol.py)."""
 from __future__ import annotations
 
-from implicity.training.protocol import check_targets, markdown
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.crs import CRS
+
+from implicity.core.raster import GridSpec, write_geotiff
+from implicity.training.protocol import PreparedScene, check_targets, displacement_floor, markdown
 
 
 def _report(medae: float, mae: float, shift: dict | None = None) -> dict:
@@ -15,9 +22,12 @@ def _results() -> dict:
              "ImpliCity-0": _report(0.45, 0.80), "ImpliCity-mono": _report(0.44, 0.85)}
     coreg = {"baseline": _report(0.40, 0.90, shift), "baseline 3×3 median": _report(0.35, 0.80, shift),
              "ImpliCity-0": _report(0.25, 0.50, shift), "ImpliCity-mono": _report(0.26, 0.52, shift)}
+    floor = {**_report(0.42, 0.30), "displacement": {"dx": 0.25, "dy": -0.5, "dz": 0.4}}
     results = {"scenes": {"Town": {"real_ortho": True}},
                "sets": {"Town / family": {"scene": "Town", "degradation": "family", "methods": plain,
-                                          "coregistered": coreg}}}
+                                          "coregistered": coreg, "floor": floor},
+                        "Town / legacy": {"scene": "Town", "degradation": "legacy", "methods": plain,
+                                          "coregistered": coreg, "floor": None}}}
     results["targets"] = check_targets(results)
     results["coregistered_targets"] = check_targets(results, key="coregistered")
     return results
@@ -43,3 +53,36 @@ def test_markdown_has_both_tables_and_the_shift():
     assert "| Town / family | 0.40 / 0.90 | 0.35 / 0.80 | 0.25 / 0.50 | 0.26 / 0.52 | +0.25, -0.50, +0.40 |" in coreg
     assert "| Town / family | ImpliCity-0 mae ≤ 0.7 × better baseline | 0.62 | yes |" in coreg
     assert "| Town / family | ImpliCity-0 mae ≤ 0.7 × better baseline | 0.89 | **no** |" in plain
+
+
+def test_a_target_that_a_perfect_dsm_of_the_displaced_cloud_misses_is_marked():
+    results = _results()
+    family = {t["target"]: t for t in results["targets"] if t["set"] == "Town / family"}
+    medae, mae = family["ImpliCity-0 medae ≤ 0.8 × better baseline"], family["ImpliCity-0 mae ≤ 0.7 × better baseline"]
+    assert medae["floor"] == pytest.approx(0.42 / 0.50) and medae["missed_by_perfect_dsm"]
+    assert mae["floor"] == pytest.approx(0.30 / 0.90) and not mae["missed_by_perfect_dsm"]
+    assert all("floor" not in t for t in results["targets"] if t["set"] == "Town / legacy")
+    assert all("floor" not in t for t in results["coregistered_targets"])
+    plain = markdown(results).partition("## After co-registration (diagnostic)")[0]
+    assert "| Town / family | ImpliCity-0 medae ≤ 0.8 × better baseline | 0.90 | **no** | 0.840 (a perfect DSM misses it too) |" in plain
+    assert "| Town / family | ImpliCity-0 mae ≤ 0.7 × better baseline | 0.89 | **no** | 0.333 |" in plain
+    assert "| Town / legacy | ImpliCity-0 mae ≤ 0.7 × better baseline | 0.89 | **no** | — |" in plain
+
+
+def test_the_floor_is_the_reference_moved_by_the_displacement(tmp_path: Path):
+    """A flat 10 m plane with a 12 m-high building: a cloud raised by 0.3 m costs a perfect
+    reconstruction 0.3 m everywhere; moved 1 m east too, the building's edges cost more."""
+    dsm = np.full((60, 60), 10.0, np.float32)
+    dsm[20:40, 20:40] = 22.0
+    grid = GridSpec.from_bounds(0.0, 0.0, 30.0, 30.0, 0.5, CRS.from_epsg(32632))
+    reference = write_geotiff(tmp_path / "reference.tif", dsm, grid)
+    building = write_geotiff(tmp_path / "building.tif", (dsm > 15).astype(np.uint8), grid, nodata=None, dtype="uint8")
+    scene = PreparedScene(reference, building, [], None, dsm, np.ones(dsm.shape, np.uint8), grid)
+    up = displacement_floor(scene, {"dx": 0.0, "dy": 0.0, "dz": 0.3}, tmp_path / "up.tif")
+    assert up["regions"]["overall"]["medae"] == pytest.approx(0.3, abs=1e-4)
+    assert up["regions"]["overall"]["mae"] == pytest.approx(0.3, abs=1e-4)
+    assert up["displacement"] == {"dx": 0.0, "dy": 0.0, "dz": 0.3}
+    moved = displacement_floor(scene, {"dx": 1.0, "dy": 0.0, "dz": 0.3}, tmp_path / "moved.tif")
+    assert moved["regions"]["overall"]["medae"] == pytest.approx(0.3, abs=1e-4)
+    # two 2-pixel-wide strips of 12 m error along the west and east walls (20 rows each)
+    assert moved["regions"]["overall"]["mae"] > up["regions"]["overall"]["mae"] + 0.2

@@ -228,9 +228,12 @@ def degrade_surface(rng: np.random.Generator, dsm: np.ndarray, valid: np.ndarray
     z[near] += rng.normal(0.0, rng.uniform(*fam.blunder_std_m), int(near.sum()))
     z[far] += rng.choice([-1.0, 1.0], int(far.sum())) * rng.uniform(50.0, 300.0, int(far.sum()))
 
-    z += rng.normal(0.0, fam.vertical_bias_std_m)
-    xy = xy + rng.normal(0.0, fam.planimetric_shift_std_m, 2) + rng.normal(
-        0.0, rng.uniform(*fam.xy_noise_std_m), xy.shape)
+    bias = float(rng.normal(0.0, fam.vertical_bias_std_m))
+    shift = rng.normal(0.0, fam.planimetric_shift_std_m, 2)  # (east, south) in metres
+    z += bias
+    xy = xy + shift + rng.normal(0.0, rng.uniform(*fam.xy_noise_std_m), xy.shape)
+    drawn["vertical_bias_m"] = bias
+    drawn["planimetric_shift_m"] = (float(shift[0]), -float(shift[1]))  # (east, north)
     # grid frame (x east, y south from the north-west corner) → x east, y north from the south-west corner
     xyz = np.column_stack([xy[:, 0], h * res - xy[:, 1], z])
     return Degradation(xyz, drawn)
