@@ -70,6 +70,18 @@ def test_averaging_cancels_what_depends_on_the_window_orientation(tmp_path):
         assert np.abs(dsm - truth).max() <= STEP, count
 
 
+def test_the_reference_mode_averages_through_the_plain_decoder(tmp_path):
+    """The paper's generator decodes whole queries (no column decoder): the tilt averages out
+    there too, to within its final step below the surface."""
+    cloud, truth = pixel_scene(40.0, 24.0, 1.0)
+    tilted = NearestPointModel(x_bias=3.0)
+    inputs = ReconstructionInputs(points=cloud, model=tilted, out_path=tmp_path / "ref.tif", resolution=1.0)
+    dsm = read_dsm(reconstruct_dsm(inputs, ReconstructionOptions(device="cpu", mode="reference", symmetries=2)).dsm_path)
+    below = truth - dsm
+    assert tilted.encoded == 2  # one window, two copies
+    assert below.min() >= -2e-3 and below.max() <= ReconstructionOptions().reference_search.final_step + 2e-3
+
+
 def test_ortho_images_turn_with_the_points(tmp_path):
     """Mono on a checkerboard: a copy whose image turned differently from its points would put
     the squares' 3 m elsewhere and break the average."""
