@@ -18,7 +18,7 @@ Part 3 — the frame of the demo: the Nîmes scene of ``make demo`` (reference f
 LiDAR, the same simulated satellite-stereo input, seed 7), ImpliCity-0 at 0.5 m; printed: the
 median |DSM − reference| in the outer 4 px band and inside it, for the baseline and ImpliCity-0.
 
-Run: ``.venv/bin/python bench/bench_robustness.py [--device cpu] [--threads N] [--skip-demo]``.
+Run: ``.venv/bin/python bench/bench_robustness.py [--device cpu] [--threads N] [--skip-demo] [--symmetries N]``.
 """
 from __future__ import annotations
 
@@ -92,10 +92,11 @@ def part1(args: argparse.Namespace, tmp: Path) -> None:
 
     cloud = read_point_cloud(PLEIADES, crs=PLEIADES_CRS)
     print(f"Part 1: Pléiades stereo cloud, {len(cloud):,} points, z {cloud.xyz[:, 2].min():.2f}.."
-          f"{cloud.xyz[:, 2].max():.2f}; 0.5 m, fast mode, {default_model(0).name}")
+          f"{cloud.xyz[:, 2].max():.2f}; 0.5 m, fast mode, {default_model(0).name}, {args.symmetries} copies")
     t0 = time.perf_counter()
     res = reconstruct_dsm(ReconstructionInputs(points=cloud, model=default_model(0), out_path=tmp / "pl.tif",
-                                               resolution=0.5), ReconstructionOptions(device=args.device))
+                                               resolution=0.5),
+                         ReconstructionOptions(device=args.device, symmetries=args.symmetries))
     dt = time.perf_counter() - t0
     make_baseline_dsm(cloud, tmp / "pl_baseline.tif", 0.5)
     for name, path in (("ImpliCity-0", tmp / "pl.tif"), ("baseline (max, IDW)", tmp / "pl_baseline.tif")):
@@ -193,6 +194,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: all)")
     parser.add_argument("--skip-demo", action="store_true", help="skip part 3 (the Nîmes scene)")
+    parser.add_argument("--symmetries", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="part 1: average this many turned / mirrored copies (reconstruct --symmetries)")
     args = parser.parse_args()
     if not PLEIADES.is_file():
         print(f"bench_robustness: {PLEIADES} not found (the shared data folder beside the checkout)")
