@@ -190,11 +190,13 @@ def part3(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def main() -> int:
+    from implicity.core.vocabulary import SYMMETRY_COUNTS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in this process (default: all)")
     parser.add_argument("--skip-demo", action="store_true", help="skip part 3 (the Nîmes scene)")
-    parser.add_argument("--symmetries", type=int, default=1, choices=(1, 2, 4, 8),
+    parser.add_argument("--symmetries", type=int, default=1, choices=SYMMETRY_COUNTS,
                         help="part 1: average this many turned / mirrored copies (reconstruct --symmetries)")
     args = parser.parse_args()
     if not PLEIADES.is_file():

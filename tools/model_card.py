@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
     from implicity.core.outputs import write_text_atomic
     from implicity.core.shipped_models import default_model
+    from implicity.core.vocabulary import SYMMETRY_COUNTS
     from implicity.training.protocol import markdown, run_protocol, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=REPO / "docs" / "model_card.md", type=Path,
                         help="where the tables are written")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--symmetries", type=int, default=4, choices=(1, 2, 4, 8),
+    parser.add_argument("--symmetries", type=int, default=4, choices=SYMMETRY_COUNTS,
                         help="also evaluate ImpliCity-0 with this many turned / mirrored copies averaged "
                              "(reconstruct --symmetries; default 4; 1 = not)")
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
+    from implicity.core.vocabulary import SYMMETRY_COUNTS
     from implicity.training.selection import export_resume_state, prior_only, score_checkpoints
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a network checkpoint of the same run (config for exporting *.ckpt resume states)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    parser.add_argument("--symmetries", type=int, default=1, choices=(1, 2, 4, 8),
+    parser.add_argument("--symmetries", type=int, default=1, choices=SYMMETRY_COUNTS,
                         help="reconstruct with this many symmetric copies averaged (implicity reconstruct --symmetries)")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
