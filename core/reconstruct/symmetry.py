@@ -3,7 +3,7 @@
 Why: the networks are trained on every one of the 8 symmetries of the square (training/data/
 dataset.py), so each turned or mirrored copy of a window is an equally valid view of it, and their
 errors are partly independent. Averaging the logits of the copies lowers the noise of the surface
-at the cost of one encoding and one decoding per copy: on the validation split (ImpliCity-0,
+at the cost of one encoding and one decoding per copy: on the validation split (ImpliCity-0 step 600,
 docs/checkpoint_selection.md) 8 copies took MedAE / MAE from 0.304 / 1.012 m to 0.302 / 0.994 m,
 4 copies to 0.302 / 0.995 m. Off (1) by default: it multiplies the network's time by the count.
 

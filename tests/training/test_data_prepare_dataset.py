@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
+import implicity
 from implicity.cli import main as cli_main
 from implicity.core.errors import InputError
 from implicity.core.normalization import DEFAULT_Z_STD
@@ -227,3 +229,28 @@ def test_strips_along_y_start_in_the_south():
 
     wins = patch_windows((96, 64), patch_px=32, stride_px=32, labels=["train", "test"], axis="y")
     assert sorted(wins) == [(0, 0, "test"), (0, 32, "test"), (48, 0, "train"), (48, 32, "train")]
+
+
+def test_training_config_can_lay_query_sampling_over_the_manifests(prepared):
+    """``data.queries`` changes the training split's sampling (here: twice the edge share) and
+    keeps the manifest's other settings; validation keeps the manifest's; bad values are refused
+    with the config's name."""
+    from implicity.training.trainer.config import train_config_from_dict
+    from implicity.training.trainer.session import open_datasets
+
+    _, root = prepared
+    model = str(Path(implicity.__file__).parent / "core" / "model" / "configs" / "implicity_0_lite.yaml")
+
+    def config(source: str, **data):
+        return train_config_from_dict({"name": "t", "model": model, "data": {"root": str(root), **data}}, source=source)
+
+    shares = {"uniform_fraction": 0.2, "surface_fraction": 0.4, "edge_fraction": 0.4}
+    train, val = open_datasets(config("edges.yaml", queries=shares))
+    assert (train.query_config.uniform_fraction, train.query_config.edge_fraction) == (0.2, 0.4)
+    assert train.query_config.surface_std == 0.4  # the manifest's, not overridden
+    assert val.query_config.edge_fraction == 0.2  # the prepared default
+    plain, _ = open_datasets(config("plain.yaml"))
+    assert plain.query_config == val.query_config
+    for bad in ({"edge_fraction": 0.9}, {"edge_share": 0.4}):
+        with pytest.raises(InputError, match=r"bad.yaml \[data.queries\]"):
+            open_datasets(config("bad.yaml", queries=bad))

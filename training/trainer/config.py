@@ -33,6 +33,9 @@ class DataConfig:
     # afresh from the patch's reference surface (train and val alike). None: the prepared clouds.
     degradation: dict[str, Any] | None = None
     photometric: bool = False      # photometric/geometric ortho augmentation (training split only)
+    # Overrides of the manifest's query sampling for the training split (a mapping of
+    # training.data.labels.QuerySamplingConfig, e.g. {edge_fraction: 0.4, ...}); None: as prepared.
+    queries: dict[str, Any] | None = None
 
 
 @dataclass

@@ -73,6 +73,21 @@ def initialise_from(model: Any, path: str, log: Any = print) -> int:
     return len(copied)
 
 
+def _query_sampling(config: TrainConfig) -> Any:
+    """The training split's query sampling: the manifest's, with ``data.queries`` laid over it
+    (None without overrides: the dataset reads the manifest's own)."""
+    if config.data.queries is None:
+        return None
+    from implicity.core.yamlconfig import dataclass_from_mapping
+
+    from ..data.labels import QuerySamplingConfig
+    from ..data.store import read_manifest
+
+    _, manifest = read_manifest(config.data.root)
+    merged = {**manifest.get("queries", {}), **config.data.queries}
+    return dataclass_from_mapping(QuerySamplingConfig, merged, f"{config.source} [data.queries]")
+
+
 def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> tuple[Any, Any]:
     """The training and validation splits of the prepared patches named by ``config.data``.
 
@@ -93,7 +108,7 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     family = None if d.degradation is None else family_from_mapping(d.degradation, f"{config.source} [data.degradation]")
     train = PatchDataset(d.root, split=d.train_split, n_query=d.n_query, augment=d.augment, seed=config.seed,
                          degradation=family, photometric=PhotometricAugmentation() if d.photometric else None,
-                         image_normalization=image_normalization)
+                         image_normalization=image_normalization, query_config=_query_sampling(config))
     val = PatchDataset(d.root, split=d.val_split, n_query=d.n_query_val, augment=False, seed=config.seed,
                        degradation=family, image_normalization=image_normalization)
     return train, val
