@@ -35,14 +35,20 @@ def symmetries(count: int) -> tuple[tuple[bool, int], ...]:
     return _GROUPS[count]
 
 
-def transform_xy(xy: torch.Tensor, mirror: bool, k: int) -> torch.Tensor:
-    """(…, 2) window coordinates in [0, 1]: mirror x, then ``k`` counter-clockwise quarter turns."""
-    x, y = xy[..., 0], xy[..., 1]
+def symmetric_xy(x: Any, y: Any, mirror: bool, k: int) -> tuple[Any, Any]:
+    """Window coordinates x, y in [0, 1] (numpy arrays or tensors): mirror x, then ``k``
+    counter-clockwise quarter turns about the centre. The one definition training's augmentation
+    (training/data/dataset.py) and this averaging share."""
     if mirror:
         x = 1.0 - x
     for _ in range(k % 4):
         x, y = 1.0 - y, x
-    return torch.stack([x, y], dim=-1)
+    return x, y
+
+
+def transform_xy(xy: torch.Tensor, mirror: bool, k: int) -> torch.Tensor:
+    """(…, 2) window coordinates: :func:`symmetric_xy` on tensors."""
+    return torch.stack(symmetric_xy(xy[..., 0], xy[..., 1], mirror, k), dim=-1)
 
 
 def transform_images(images: torch.Tensor, mirror: bool, k: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from implicity.core.errors import InputError
 from implicity.core.normalization import PatchFrame, height_shift, normalize_image
+from implicity.core.reconstruct.symmetry import symmetric_xy
 
 from .degrade import DegradationFamily, degrade_surface
 from .labels import QuerySamplingConfig, loss_weights, occupancy_labels, sample_queries
@@ -38,11 +39,7 @@ MIN_DEGRADED_POINTS = 64
 
 def augment_xy(xy: np.ndarray, flip: bool, k: int) -> np.ndarray:
     """Apply (x flip, then k counter-clockwise quarter turns about the centre) to normalised xy."""
-    x, y = xy[:, 0].copy(), xy[:, 1].copy()
-    if flip:
-        x = 1.0 - x
-    for _ in range(k % 4):
-        x, y = 1.0 - y, x
+    x, y = symmetric_xy(xy[:, 0].copy(), xy[:, 1].copy(), flip, k)
     return np.column_stack([x, y]).astype(xy.dtype, copy=False)
 
 
