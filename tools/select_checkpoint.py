@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--symmetries", type=int, default=1, choices=SYMMETRY_COUNTS,
                         help="reconstruct with this many symmetric copies averaged (implicity reconstruct --symmetries)")
+    parser.add_argument("--ortho-shift-m", type=float, nargs=2, default=(0.0, 0.0), metavar=("EAST", "NORTH"),
+                        help="write every validation ortho this far from where it belongs: how much an image model "
+                             "loses when the ortho does not fit the cloud (a robustness check, not the ranking)")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
                         help="also score the surface prior of this checkpoint alone (never shipped)")
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = [network(path) for path in args.checkpoints]
             priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
-            results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries)
+            results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries,
+                                        ortho_shift_m=tuple(args.ortho_shift_m))
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
             ranked = sorted(results.items(), key=lambda kv: kv[1]["score"])

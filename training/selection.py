@@ -52,8 +52,12 @@ def non_overlapping(entries: list[dict[str, Any]], patch_size: float) -> list[di
     return keep
 
 
-def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str = "val") -> list[ValidationSet]:
-    """Write the input clouds (and orthos) of every validation set into ``folder``."""
+def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str = "val",
+                    ortho_shift_m: tuple[float, float] = (0.0, 0.0)) -> list[ValidationSet]:
+    """Write the input clouds (and orthos) of every validation set into ``folder``.
+
+    ``ortho_shift_m`` (east, north) writes every ortho that far from where it belongs: a misregistered
+    ortho, to measure how much an image model loses when the image does not fit the cloud."""
     from rasterio.crs import CRS
 
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
@@ -75,7 +79,9 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
         n_rows, n_cols = dsm.shape
         res = float(patch.resolution)
         grid = GridSpec.from_bounds(x0, y0, x0 + n_cols * res, y0 + n_rows * res, res, crs)
-        orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", np.asarray(img, np.float32), grid)
+        dx, dy = ortho_shift_m
+        ortho_grid = GridSpec.from_bounds(x0 + dx, y0 + dy, x0 + dx + n_cols * res, y0 + dy + n_rows * res, res, crs)
+        orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", np.asarray(img, np.float32), ortho_grid)
                        for k, img in enumerate(patch.images))
         reference = np.where(patch.valid > 0, dsm, np.nan)
         for j, (strength, ranges) in enumerate(strengths.items()):
@@ -111,9 +117,10 @@ def metrics(residuals: np.ndarray) -> dict[str, float]:
 
 def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: str = "cpu",
                       with_baseline: bool = True, log: Callable[[str], None] = print,
-                      symmetries: int = 1) -> dict[str, dict[str, float]]:
+                      symmetries: int = 1, ortho_shift_m: tuple[float, float] = (0.0, 0.0)) -> dict[str, dict[str, float]]:
     """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint,
-    reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py)."""
+    reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py),
+    with the orthos moved by ``ortho_shift_m`` (:func:`validation_sets`)."""
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.model import load_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
@@ -125,7 +132,7 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
     n_images = {path: int(load_model(path, device="cpu")[1].n_images) for path in checkpoints}
     with tempfile.TemporaryDirectory(prefix="implicity-select-") as tmp:
         folder = Path(tmp)
-        sets = validation_sets(data_root, folder)
+        sets = validation_sets(data_root, folder, ortho_shift_m=ortho_shift_m)
         log(f"{len(sets)} validation sets from {data_root}")
         if with_baseline:
             res = []

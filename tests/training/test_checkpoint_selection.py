@@ -125,3 +125,26 @@ def test_prior_only_network_outputs_the_priors_surface(tmp_path):
     window = save_checkpoint(tmp_path / "window.pt", build_model(load_model_config("implicity_0_lite.yaml")))
     with pytest.raises(InputError, match="no surface prior"):
         prior_only(window, tmp_path / "x.pt")
+
+
+def test_validation_orthos_can_be_written_misregistered(tmp_path):
+    """``ortho_shift_m`` moves only the orthos: same pixels, bounds moved by (east, north); the
+    clouds and the reference stay where they were."""
+    import rasterio
+
+    from implicity.training.selection import validation_sets
+
+    (tmp_path / "prep").mkdir()
+    root = prepare_tiny(tmp_path / "prep", n_images=1)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "moved").mkdir()
+    plain = validation_sets(root, tmp_path / "plain")
+    moved = validation_sets(root, tmp_path / "moved", ortho_shift_m=(1.5, -2.0))
+    assert len(plain) == len(moved) > 0
+    for a, b in zip(plain, moved):
+        assert a.extent == b.extent and np.array_equal(a.reference, b.reference, equal_nan=True)
+        assert np.array_equal(np.load(a.cloud)["xyz"], np.load(b.cloud)["xyz"])
+        with rasterio.open(a.orthos[0]) as src_a, rasterio.open(b.orthos[0]) as src_b:
+            assert np.array_equal(src_a.read(), src_b.read())
+            (l0, b0, r0, t0), (l1, b1, r1, t1) = src_a.bounds, src_b.bounds
+            assert (l1 - l0, r1 - r0, b1 - b0, t1 - t0) == pytest.approx((1.5, 1.5, -2.0, -2.0))

@@ -254,3 +254,30 @@ def test_training_config_can_lay_query_sampling_over_the_manifests(prepared):
     for bad in ({"edge_fraction": 0.9}, {"edge_share": 0.4}):
         with pytest.raises(InputError, match=r"bad.yaml \[data.queries\]"):
             open_datasets(config("bad.yaml", queries=bad))
+
+
+def test_training_config_can_withhold_or_mismatch_orthos(prepared):
+    """``data.photometric`` takes true (the defaults) or a mapping of options; a withheld ortho
+    reaches the network as no-data (0 after normalisation) and validation is never augmented; bad
+    options are refused with the config's name."""
+    from implicity.training.trainer.config import train_config_from_dict
+    from implicity.training.trainer.session import open_datasets
+
+    _, root = prepared
+    model = str(Path(implicity.__file__).parent / "core" / "model" / "configs" / "implicity_mono_lite.yaml")
+
+    def config(source: str, photometric):
+        raw = {"name": "t", "model": model, "data": {"root": str(root), "photometric": photometric}}
+        return train_config_from_dict(raw, source=source)
+
+    assert open_datasets(config("off.yaml", False))[0].photometric is None
+    defaults, _ = open_datasets(config("on.yaml", True))
+    assert defaults.photometric.withhold_probability == 0.0 and defaults.photometric.gain == (0.5, 2.0)
+    train, val = open_datasets(config("withhold.yaml", {"withhold_probability": 1.0, "gain": [0.8, 1.2]}))
+    assert train.photometric.gain == (0.8, 1.2) and val.photometric is None
+    assert np.all(train[0]["images"] == 0.0)
+    assert np.any(val[0]["images"] != 0.0)
+    for bad, why in (({"withhold_probability": 0.7, "mismatch_probability": 0.5}, "add up"),
+                     ({"dropout": 0.2}, "unknown")):
+        with pytest.raises(InputError, match=rf"bad.yaml \[data.photometric\].*{why}"):
+            open_datasets(config("bad.yaml", bad))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from implicity.core.errors import InputError
+from implicity.training.data.dataset import augment_grid
 from implicity.training.data.degrade import (
     VARIANTS,
     DegradationFamily,
@@ -12,7 +13,7 @@ from implicity.training.data.degrade import (
     family_from_mapping,
     held_out_family,
 )
-from implicity.training.data.photometric import PhotometricAugmentation, augment_images
+from implicity.training.data.photometric import PhotometricAugmentation, augment_images, withhold_or_mismatch
 from implicity.training.data.stereo_view import parallax_view
 
 RES = 0.5
@@ -131,3 +132,28 @@ def test_the_whole_cloud_displacement_is_recorded_with_its_signs():
         inside = (xyz[:, 0] > 2) & (xyz[:, 0] < n * RES - 2) & (xyz[:, 1] > 2) & (xyz[:, 1] < n * RES - 2)
         offset = xyz[inside, 2] - (10.0 + 0.5 * xyz[inside, 0] + 0.25 * xyz[inside, 1])
         assert np.median(offset) == pytest.approx(bias - 0.5 * east - 0.25 * north, abs=0.01)
+
+
+def test_an_ortho_is_withheld_or_replaced_by_a_turned_copy_at_the_drawn_rates():
+    """Each image alone: withheld → all no-data; mismatched → one of the 7 other symmetries of
+    the square, never itself; the rest untouched. Rates follow the probabilities."""
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (3000, 6, 6)).astype(np.float32)  # no image equals a turned copy
+    out = withhold_or_mismatch(rng, images, withhold=0.2, mismatch=0.3)
+    withheld = np.isnan(out).all(axis=(1, 2))
+    kept = np.array([np.array_equal(o, i) for o, i in zip(out, images)])
+    turned = ~withheld & ~kept
+    for o, i in zip(out[turned], images[turned]):
+        copies = [augment_grid(i, flip, k) for flip in (False, True) for k in range(4)][1:]
+        assert sum(np.array_equal(o, c) for c in copies) == 1
+    assert withheld.mean() == pytest.approx(0.2, abs=0.03)
+    assert turned.mean() == pytest.approx(0.3, abs=0.03)
+    assert np.isfinite(out[~withheld]).all()
+
+
+def test_withholding_options_are_checked_and_off_by_default():
+    assert PhotometricAugmentation().withhold_probability == 0.0
+    assert PhotometricAugmentation().mismatch_probability == 0.0
+    for p, q in ((-0.1, 0.0), (0.0, 1.5), (0.6, 0.6)):
+        with pytest.raises(ValueError, match="at most 1"):
+            PhotometricAugmentation(withhold_probability=p, mismatch_probability=q)

@@ -5,6 +5,12 @@ bit depth and registration. Each training sample draws its own gain, gamma, offs
 noise, JPEG compression, 0–2 px misregistration and bit depth, so a mono/stereo model has to use
 what is stable across images (edges, shadows, texture), not one rendering style. The model's
 per-image normalisation (``image_normalization: per_image``) then removes the remaining scale.
+
+Two optional draws (off by default) teach the network that an ortho is a hint, not the truth:
+*withholding* blanks an image to no-data (modality dropout: the network keeps a cloud-only path,
+as it needs where a user's ortho does not cover a window), and *mismatching* replaces it by the
+same image turned or mirrored (real texture that does not fit the cloud, as a misregistered or
+out-of-date ortho), so where image and cloud disagree the network learns to follow the cloud.
 """
 from __future__ import annotations
 
@@ -28,6 +34,14 @@ class PhotometricAugmentation:
     jpeg_quality: tuple[int, int] = (30, 95)
     shift_px: float = 2.0                             # misregistration, any direction
     bit_depths: tuple[int, ...] = (8, 16)
+    withhold_probability: float = 0.0                 # image → all no-data
+    mismatch_probability: float = 0.0                 # image → itself under another symmetry
+
+    def __post_init__(self) -> None:
+        p, q = self.withhold_probability, self.mismatch_probability
+        if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0 and p + q <= 1.0):
+            raise ValueError(f"withhold_probability ({p}) and mismatch_probability ({q}) must each be in "
+                             "[0, 1] and add up to at most 1")
 
 
 def _jpeg(image01: np.ndarray, quality: int) -> np.ndarray:
@@ -65,4 +79,24 @@ def augment_images(rng: np.random.Generator, images: np.ndarray, aug: Photometri
         depth = int(rng.choice(aug.bit_depths))
         x = np.round(x * (2 ** depth - 1))
         out[i] = np.where(valid, x, np.nan)
+    if aug.withhold_probability > 0 or aug.mismatch_probability > 0:  # no draw otherwise: same stream
+        out = withhold_or_mismatch(rng, out, aug.withhold_probability, aug.mismatch_probability)
+    return out
+
+
+def withhold_or_mismatch(rng: np.random.Generator, images: np.ndarray, withhold: float,
+                         mismatch: float) -> np.ndarray:
+    """Each (S, S) image independently: with probability ``withhold`` all no-data (NaN), with
+    probability ``mismatch`` turned / mirrored by one of the 7 non-identity symmetries of the square,
+    else unchanged. A stereo sample can so lose or scramble one view and keep the other."""
+    from .dataset import augment_grid  # the training symmetries; imported here, dataset imports us
+
+    out = images.copy()
+    for i in range(len(out)):
+        u = rng.random()
+        if u < withhold:
+            out[i] = np.nan
+        elif u < withhold + mismatch:
+            symmetry = int(rng.integers(1, 8))              # 0 would be the identity
+            out[i] = augment_grid(out[i], flip=symmetry >= 4, k=symmetry % 4)
     return out

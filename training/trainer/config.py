@@ -32,7 +32,9 @@ class DataConfig:
     # A mapping of training.data.degrade.DegradationFamily: every sample's input cloud is degraded
     # afresh from the patch's reference surface (train and val alike). None: the prepared clouds.
     degradation: dict[str, Any] | None = None
-    photometric: bool = False      # photometric/geometric ortho augmentation (training split only)
+    # Photometric/geometric ortho augmentation (training split only): false, true (the defaults of
+    # training.data.photometric.PhotometricAugmentation) or a mapping of its options.
+    photometric: bool | dict[str, Any] = False
     # Overrides of the manifest's query sampling for the training split (a mapping of
     # training.data.labels.QuerySamplingConfig, e.g. {edge_fraction: 0.4, ...}); None: as prepared.
     queries: dict[str, Any] | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from implicity.core.errors import InputError
+from implicity.core.yamlconfig import dataclass_from_mapping
 
 from .config import TrainConfig, load_train_config
 from .distributed import DistContext, init_distributed, shutdown_distributed
@@ -78,14 +79,22 @@ def _query_sampling(config: TrainConfig) -> Any:
     (None without overrides: the dataset reads the manifest's own)."""
     if config.data.queries is None:
         return None
-    from implicity.core.yamlconfig import dataclass_from_mapping
-
     from ..data.labels import QuerySamplingConfig
     from ..data.store import read_manifest
 
     _, manifest = read_manifest(config.data.root)
     merged = {**manifest.get("queries", {}), **config.data.queries}
     return dataclass_from_mapping(QuerySamplingConfig, merged, f"{config.source} [data.queries]")
+
+
+def _photometric(config: TrainConfig) -> Any:
+    """The ortho augmentation ``data.photometric`` asks for: None, the defaults, or the given options."""
+    from ..data.photometric import PhotometricAugmentation
+
+    value = config.data.photometric
+    if isinstance(value, bool) or value is None:
+        return PhotometricAugmentation() if value else None
+    return dataclass_from_mapping(PhotometricAugmentation, value, f"{config.source} [data.photometric]")
 
 
 def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> tuple[Any, Any]:
@@ -96,7 +105,6 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     """
     from ..data import PatchDataset
     from ..data.degrade import family_from_mapping
-    from ..data.photometric import PhotometricAugmentation
 
     d = config.data
     if not d.root:
@@ -107,7 +115,7 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
                          "first, or point data.root at prepared patches.")
     family = None if d.degradation is None else family_from_mapping(d.degradation, f"{config.source} [data.degradation]")
     train = PatchDataset(d.root, split=d.train_split, n_query=d.n_query, augment=d.augment, seed=config.seed,
-                         degradation=family, photometric=PhotometricAugmentation() if d.photometric else None,
+                         degradation=family, photometric=_photometric(config),
                          image_normalization=image_normalization, query_config=_query_sampling(config))
     val = PatchDataset(d.root, split=d.val_split, n_query=d.n_query_val, augment=False, seed=config.seed,
                        degradation=family, image_normalization=image_normalization)
