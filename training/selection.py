@@ -72,6 +72,7 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
     crs = CRS.from_epsg(32632)  # patch-local coordinates placed in a metric CRS; only metres matter
     x0, y0 = 500000.0, 5000000.0
     strengths = {"typical": TEST_RANGES, "family": {}}
+    dx, dy = ortho_shift_m
     sets = []
     for i, entry in enumerate(entries):
         patch = load_patch(root / entry["file"])
@@ -79,7 +80,6 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
         n_rows, n_cols = dsm.shape
         res = float(patch.resolution)
         grid = GridSpec.from_bounds(x0, y0, x0 + n_cols * res, y0 + n_rows * res, res, crs)
-        dx, dy = ortho_shift_m
         ortho_grid = GridSpec.from_bounds(x0 + dx, y0 + dy, x0 + dx + n_cols * res, y0 + dy + n_rows * res, res, crs)
         orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", np.asarray(img, np.float32), ortho_grid)
                        for k, img in enumerate(patch.images))

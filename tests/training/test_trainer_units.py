@@ -127,18 +127,13 @@ RUNNABLE_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "bas
 
 @pytest.mark.parametrize("path", RUNNABLE_CONFIGS, ids=lambda p: p.stem)
 def test_every_training_config_in_the_repository_loads_with_its_options(path: Path) -> None:
-    """A config that fails only when its run starts costs a user minutes: every one shipped reads,
-    names a model config and initial weights that exist, and its data options parse."""
-    from implicity.training.data.degrade import family_from_mapping
-    from implicity.training.trainer.session import _photometric
-
+    """A config that fails only when its run starts costs a user minutes: every one shipped reads
+    (its degradation family and ortho augmentation parse on loading) and names a model config and
+    initial weights that exist."""
     config = load_train_config(path)
     assert Path(config.model).is_file()
     sources = config.init_from if isinstance(config.init_from, list) else [config.init_from] * bool(config.init_from)
     assert all(Path(source).is_file() for source in sources)
-    if config.data.degradation is not None:
-        family_from_mapping(config.data.degradation, str(path))
-    _photometric(config)
 
 
 def test_cli_reports_a_missing_config_as_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

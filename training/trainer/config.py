@@ -195,3 +195,26 @@ def validate_train_config(c: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError(f"{src}: {message}.")
+    degradation_family(c)  # both parse now, with the config's name, not when the run opens its data
+    ortho_augmentation(c)
+
+
+def degradation_family(c: TrainConfig) -> Any:
+    """The :class:`~training.data.degrade.DegradationFamily` ``data.degradation`` asks for (None:
+    the prepared clouds)."""
+    from ..data.degrade import family_from_mapping
+
+    if c.data.degradation is None:
+        return None
+    return family_from_mapping(c.data.degradation, f"{c.source or 'training config'} [data.degradation]")
+
+
+def ortho_augmentation(c: TrainConfig) -> Any:
+    """The :class:`~training.data.photometric.PhotometricAugmentation` ``data.photometric`` asks for:
+    None (false), the defaults (true) or the given options."""
+    from ..data.photometric import PhotometricAugmentation
+
+    value = c.data.photometric
+    if isinstance(value, bool):
+        return PhotometricAugmentation() if value else None
+    return dataclass_from_mapping(PhotometricAugmentation, value, f"{c.source or 'training config'} [data.photometric]")

@@ -10,7 +10,7 @@ from typing import Any
 from implicity.core.errors import InputError
 from implicity.core.yamlconfig import dataclass_from_mapping
 
-from .config import TrainConfig, load_train_config
+from .config import TrainConfig, degradation_family, load_train_config, ortho_augmentation
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .loop import RESUME_FILE, Trainer, seed_everything
 from .parameters import zero_parameters
@@ -87,16 +87,6 @@ def _query_sampling(config: TrainConfig) -> Any:
     return dataclass_from_mapping(QuerySamplingConfig, merged, f"{config.source} [data.queries]")
 
 
-def _photometric(config: TrainConfig) -> Any:
-    """The ortho augmentation ``data.photometric`` asks for: None, the defaults, or the given options."""
-    from ..data.photometric import PhotometricAugmentation
-
-    value = config.data.photometric
-    if isinstance(value, bool) or value is None:
-        return PhotometricAugmentation() if value else None
-    return dataclass_from_mapping(PhotometricAugmentation, value, f"{config.source} [data.photometric]")
-
-
 def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> tuple[Any, Any]:
     """The training and validation splits of the prepared patches named by ``config.data``.
 
@@ -104,7 +94,6 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     exactly as inference will.
     """
     from ..data import PatchDataset
-    from ..data.degrade import family_from_mapping
 
     d = config.data
     if not d.root:
@@ -113,9 +102,9 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     if not Path(d.root).exists():
         raise InputError(f"{config.source}: data.root {d.root} does not exist. Run `implicity prepare` "
                          "first, or point data.root at prepared patches.")
-    family = None if d.degradation is None else family_from_mapping(d.degradation, f"{config.source} [data.degradation]")
+    family = degradation_family(config)
     train = PatchDataset(d.root, split=d.train_split, n_query=d.n_query, augment=d.augment, seed=config.seed,
-                         degradation=family, photometric=_photometric(config),
+                         degradation=family, photometric=ortho_augmentation(config),
                          image_normalization=image_normalization, query_config=_query_sampling(config))
     val = PatchDataset(d.root, split=d.val_split, n_query=d.n_query_val, augment=False, seed=config.seed,
                        degradation=family, image_normalization=image_normalization)
