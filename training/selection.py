@@ -162,7 +162,8 @@ def _resolution(s: ValidationSet) -> float:
 
 def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     """The weights of a trainer resume checkpoint (``last.ckpt``) as a network checkpoint, with the
-    config and normalisation of ``like`` (a checkpoint the same run exported, e.g. its best.pt)."""
+    config and normalisation of ``like`` (a checkpoint the same run exported, e.g. its best.pt). A run
+    with ``optim.ema_decay`` gives its averaged weights, like its own best.pt and final.pt."""
     from implicity.core.errors import InputError
     from implicity.core.model import load_model, save_checkpoint
     from implicity.core.model.checkpoint import read_checkpoint
@@ -172,7 +173,7 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     state = load_train_state(resume)
     model, config = load_model(like, device="cpu")
     try:
-        model.load_state_dict(state.get("model") or {}, strict=True)
+        model.load_state_dict(state.get("ema") or state.get("model") or {}, strict=True)
     except RuntimeError:
         raise InputError(f"{resume}: its weights do not fit the network of {like}; give --like a checkpoint "
                          "exported by the same training run.") from None

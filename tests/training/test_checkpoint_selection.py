@@ -89,6 +89,20 @@ def test_a_resume_state_exports_as_a_network_checkpoint(tmp_path):
     assert config.plane_context == load_model(SHIPPED)[1].plane_context
 
 
+@pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
+def test_a_resume_state_with_averaged_weights_exports_the_average(tmp_path):
+    """Like the run's own best.pt and final.pt (optim.ema_decay), not the weights as trained."""
+    from implicity.training.trainer.checkpointing import save_train_state
+
+    model, _ = load_model(SHIPPED)
+    trained = {k: v.clone() + 0.01 for k, v in model.state_dict().items()}
+    averaged = {k: v.clone() - 0.01 for k, v in model.state_dict().items()}
+    resume = save_train_state(tmp_path / "last.ckpt", {"model": trained, "ema": averaged, "progress": {"step": 7}})
+    exported, _ = load_model(export_resume_state(resume, SHIPPED, tmp_path / "step7.pt"))
+    for key, value in exported.state_dict().items():
+        torch.testing.assert_close(value, averaged[key])
+
+
 @pytest.mark.skipif(SHIPPED is None or default_model(1) is None, reason="no shipped models in models/")
 def test_a_resume_state_of_another_network_is_refused_in_one_line(tmp_path):
     from implicity.core.errors import InputError

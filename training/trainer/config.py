@@ -56,6 +56,10 @@ class OptimConfig:
     # Parameter-name prefixes kept fixed (not trained, not in Adam), e.g. [point_encoder., decoder.]:
     # train a new branch on top of a network that is already good without it.
     freeze: list[str] = field(default_factory=list)
+    # Keep an exponential moving average of the weights (Polyak averaging; 0.98 ≈ the last 50 steps):
+    # validation, best.pt and final.pt use the averaged weights, the resume checkpoint keeps both.
+    # None: the weights as trained.
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -98,6 +102,9 @@ class TrainConfig:
     model: Any = None              # path to a model YAML (relative to this file) or an inline mapping
     init_from: Any = None          # checkpoint(s) whose matching weights start the run (a path or a list;
                                    # later files override earlier ones)
+    init_grow: bool = False        # init_from a narrower network of the same design: its weights are laid
+                                   # into the wider one so that it starts computing the same function
+                                   # (core/model/growth.py; checked), the new channels start unused
     zero_init: list[str] = field(default_factory=list)  # parameter-name prefixes set to 0 after init_from:
                                    # a new branch whose output layer starts at zero changes nothing at step 0
     out_dir: str = "runs/implicity"
@@ -174,6 +181,9 @@ def validate_train_config(c: TrainConfig) -> None:
         (c.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
         (0 < c.optim.lr_base <= c.optim.lr_max, "optim.lr_base must be > 0 and <= optim.lr_max"),
         (c.optim.step_size_up >= 1 and c.optim.step_size_down >= 1, "optim.step_size_up/down must be >= 1"),
+        (c.optim.ema_decay is None or (isinstance(c.optim.ema_decay, (int, float))
+                                       and not isinstance(c.optim.ema_decay, bool) and 0.0 < c.optim.ema_decay < 1.0),
+         "optim.ema_decay must be between 0 and 1 (e.g. 0.98), or null for no weight averaging"),
         (c.optim.lr_mode in ("triangular", "triangular2", "exp_range"),
          "optim.lr_mode must be triangular, triangular2 or exp_range"),
         (c.loss.reduction in ("mean", "weighted_mean"), "loss.reduction must be 'mean' or 'weighted_mean'"),
@@ -189,6 +199,9 @@ def validate_train_config(c: TrainConfig) -> None:
          "optim.freeze must be a list of parameter-name prefixes, e.g. [point_encoder., decoder.]"),
         (isinstance(c.zero_init, (list, tuple)) and all(isinstance(x, str) and x for x in c.zero_init),
          "zero_init must be a list of parameter-name prefixes, e.g. [image_encoder.l1.]"),
+        (not c.init_grow or (isinstance(c.init_from, str) and c.init_from != "")
+         or (isinstance(c.init_from, list) and len(c.init_from) == 1),
+         "init_grow needs exactly one init_from checkpoint (the narrower network to grow)"),
         (c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"),
          "device must be auto, cpu, cuda or cuda:N"),
     ]

@@ -30,6 +30,7 @@ from implicity.core.errors import CancelledError, InputError
 from implicity.core.outputs import atomic_path, write_text_atomic
 
 from . import checkpointing as ckpt
+from .averaging import WeightAverage
 from .config import TrainConfig
 from .distributed import (
     DistContext,
@@ -111,6 +112,7 @@ class Trainer:
             frozen = freeze_parameters(self.module, config.optim.freeze, config.source)
             if self.ctx.is_main:
                 print(f"optim.freeze: {frozen} tensors kept fixed ({', '.join(config.optim.freeze)})", file=sys.stderr)
+        self.average = WeightAverage(self.module, config.optim.ema_decay) if config.optim.ema_decay else None
         self.net: torch.nn.Module = self.module
         if self.ctx.enabled:
             self.net = DistributedDataParallel(
@@ -147,6 +149,7 @@ class Trainer:
                       "group_loss": self._group_loss}
         return {
             "model": self.module.state_dict(),
+            "ema": self.average.state_dict() if self.average is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -167,6 +170,14 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a resume checkpoint: weights, optimizer, LR, scaler, position, RNGs, gradients."""
         self.module.load_state_dict(state["model"])
+        if self.average is not None:
+            if state.get("ema") is not None:
+                self.average.load_state_dict(state["ema"])
+            else:
+                self.average = WeightAverage(self.module, self.average.decay)
+                if self.ctx.is_main:
+                    print(f"note: {self._resume_path()} holds no averaged weights; optim.ema_decay averages "
+                          f"from its step {state['progress']['step']} on.", file=sys.stderr)
         self.optimizer.load_state_dict(optimizer_state_for(state["optimizer"], self.module, self.optimizer,
                                                            str(self._resume_path())))
         self.scheduler.load_state_dict(state["scheduler"])
@@ -237,7 +248,15 @@ class Trainer:
         self._group_loss = 0.0
         self.progress.micro = 0
         self.progress.step += 1
+        if self.average is not None:
+            self.average.update(self.module, self.progress.step)
         return loss
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights that validation scores and the exports hold: the average (``optim.ema_decay``)
+        or the trained ones."""
+        return self.average.module if self.average is not None else self.module
 
     # ------------------------------------------------------------------ validation and exports
     def validate(self) -> ValidationResult | None:
@@ -248,7 +267,7 @@ class Trainer:
         if self.ctx.is_main:
             rng = ckpt.capture_rng_state()      # validation must not shift the training RNG streams
             try:
-                result = evaluate(self.module, iterate_validation(self.val_data, self.config.data.max_val_patches,
+                result = evaluate(self.evaluated, iterate_validation(self.val_data, self.config.data.max_val_patches,
                                                                   self.device),
                                   self.config.validation, self.device, self.config.loss.reduction)
             finally:
@@ -286,7 +305,7 @@ class Trainer:
         if self.ctx.is_main:
             meta = self.metadata()
             with atomic_path(path) as tmp:
-                self.export_fn(tmp, self.module, self.model_config, meta)
+                self.export_fn(tmp, self.evaluated, self.model_config, meta)
         return path
 
     def write_summary(self, status: str) -> Path:

@@ -49,28 +49,39 @@ def align_model_config(model_config: Any, train: Any, source: str) -> Any:
     return dataclasses.replace(model_config, **updates)
 
 
-def initialise_from(model: Any, path: str, log: Any = print) -> int:
+def initialise_from(model: Any, path: str, log: Any = print, grow: bool = False) -> int:
     """Copy the weights of checkpoint ``path`` whose names and shapes match into ``model``.
 
     Why: a run on new data or with robust inputs converges far faster from a trained network than
     from scratch. ImpliCity-0 names its point encoder ``encoder`` and mono/stereo ``point_encoder``,
-    so either name is matched to the other. Returns how many tensors were copied.
+    so either name is matched to the other. With ``grow`` (``init_grow``), narrower weights are laid
+    into a wider network so that it computes what the checkpoint computed (core/model/growth.py),
+    which is checked. Returns how many tensors were copied.
     """
     from implicity.core.model import load_model
+    from implicity.core.model.growth import grow_state_dict, same_function
 
     source, _ = load_model(path, device="cpu")
     theirs = source.state_dict()
     ours = model.state_dict()
-    copied = {}
-    for key, value in ours.items():
+    renamed = {}
+    for key in ours:
         for name in (key, key.replace("point_encoder.", "encoder.", 1), key.replace("encoder.", "point_encoder.", 1)):
-            if name in theirs and theirs[name].shape == value.shape:
-                copied[key] = theirs[name].to(value.dtype)
+            if name in theirs:
+                renamed[key] = theirs[name]
                 break
+    if grow:
+        copied = grow_state_dict(model, renamed, str(path))
+    else:
+        copied = {k: v.to(ours[k].dtype) for k, v in renamed.items() if v.shape == ours[k].shape}
     if not copied:
         raise InputError(f"init_from {path}: no weight of that checkpoint fits this model (names or shapes differ).")
     model.load_state_dict(copied, strict=False)
-    log(f"init_from {Path(path).name}: {len(copied)} of {len(ours)} tensors copied")
+    if grow:
+        same_function(source, model, str(path))
+    widened = sum(1 for k, v in copied.items() if v.shape != renamed[k].shape)
+    log(f"init_from {Path(path).name}: {len(copied)} of {len(ours)} tensors copied"
+        + (f" ({widened} grown wider)" if grow else ""))
     return len(copied)
 
 
@@ -143,7 +154,7 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
         if config.init_from and not resume:
             sources = config.init_from if isinstance(config.init_from, list) else [config.init_from]
             for path in sources:
-                initialise_from(model, str(path))
+                initialise_from(model, str(path), grow=config.init_grow)
         if config.zero_init and not resume:
             zeroed = zero_parameters(model, config.zero_init, config.source)
             print(f"zero_init: {zeroed} tensors set to 0 ({', '.join(config.zero_init)})")

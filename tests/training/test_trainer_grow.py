@@ -1,0 +1,98 @@
+"""``init_grow``: a wider network initialised from a trained narrower one computes what it computed,
+and its new channels learn; what cannot be grown is refused in one line."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from implicity.core.errors import InputError
+from implicity.core.model import ModelConfig, build_model, save_checkpoint
+from implicity.training.trainer.session import initialise_from
+
+from ..helpers.tiny_trainer import tiny_config
+
+#: The shipped lite design (robust prior, plane context, centred sampling), small enough for a test.
+NARROW = ModelConfig(hidden_dim=16, feature_dim=8, unet_depth=3, unet_start_filters=8, decoder_hidden_dim=16,
+                     plane_resolution=32, height_reference="prior", point_height="prior", plane_context="prior",
+                     prior_refinement="bilateral", plane_sampling="centres")
+WIDE = dataclasses.replace(NARROW, hidden_dim=32, feature_dim=16, unet_start_filters=16, decoder_hidden_dim=32)
+
+
+def _trained_narrow(path: Path, config: ModelConfig = NARROW) -> torch.nn.Module:
+    """A narrow network with every weight nonzero (fresh ones have zero layers that hide mistakes)."""
+    torch.manual_seed(1)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    save_checkpoint(path, model, config)
+    return model.eval()
+
+
+def _patch(seed: int, n_images: int = 0, image_size: int = 32) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(2, 1500, 3, generator=g)
+    points[..., 2] = 0.3 * points[..., 2] + 0.2 * (points[..., 0] > 0.5)        # a step, some noise
+    query = torch.rand(2, 800, 3, generator=g)
+    query[..., 2] = query[..., 2] * 0.8 - 0.2
+    images = torch.rand(2, n_images, image_size, image_size, generator=g) if n_images else None
+    return query, points, images
+
+
+def test_a_grown_network_gives_the_narrow_ones_logits_and_its_new_channels_learn(tmp_path: Path) -> None:
+    narrow = _trained_narrow(tmp_path / "narrow.pt")
+    torch.manual_seed(2)
+    wide = build_model(WIDE)
+    logs: list[str] = []
+    initialise_from(wide, str(tmp_path / "narrow.pt"), log=logs.append, grow=True)
+    assert "grown wider" in logs[0]
+    query, points, _ = _patch(seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(query, points), narrow(query, points), atol=1e-4, rtol=1e-4)
+    # the new feature channels are read by nothing yet, but their outgoing weights get gradients
+    wide.train()
+    wide(query, points).sum().backward()
+    old_outputs_new_inputs = (slice(0, NARROW.decoder_hidden_dim), slice(NARROW.feature_dim, None))
+    assert torch.count_nonzero(wide.decoder.fc_c[0].weight[old_outputs_new_inputs]) == 0
+    assert float(wide.decoder.fc_c[0].weight.grad[old_outputs_new_inputs].abs().sum()) > 0
+
+
+def test_without_init_grow_narrower_weights_are_left_out(tmp_path: Path) -> None:
+    _trained_narrow(tmp_path / "narrow.pt")
+    wide = build_model(WIDE)
+    logs: list[str] = []
+    copied = initialise_from(wide, str(tmp_path / "narrow.pt"), log=logs.append)
+    assert 0 < copied < len(wide.state_dict()) and "grown" not in logs[0]
+
+
+def test_a_wider_group_norm_is_refused_in_one_line(tmp_path: Path) -> None:
+    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
+                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
+    _trained_narrow(tmp_path / "mono.pt", mono)
+    wide = build_model(dataclasses.replace(mono, image_channels=32))
+    with pytest.raises(InputError, match=r"init_grow from .*mono\.pt: .*bn.*cannot be grown"):
+        initialise_from(wide, str(tmp_path / "mono.pt"), log=lambda m: None, grow=True)
+
+
+def test_a_grown_mono_network_keeps_its_image_branch(tmp_path: Path) -> None:
+    """Widths of the shared feature planes grow through the image encoder's output layers too."""
+    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
+                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
+    narrow = _trained_narrow(tmp_path / "mono.pt", mono)
+    wide = build_model(dataclasses.replace(mono, feature_dim=16, unet_start_filters=16))
+    initialise_from(wide, str(tmp_path / "mono.pt"), log=lambda m: None, grow=True)
+    query, points, images = _patch(seed=6, n_images=1)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(query, points, images), narrow(query, points, images),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_init_grow_needs_exactly_one_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"tiny\.yaml.*init_grow needs exactly one init_from"):
+        tiny_config(tmp_path, init_grow=True)
+    with pytest.raises(InputError, match="init_grow needs exactly one"):
+        tiny_config(tmp_path, init_grow=True, init_from=["a.pt", "b.pt"])
+    assert tiny_config(tmp_path, init_grow=True, init_from="a.pt").init_grow
