@@ -11,7 +11,8 @@ input channels; the new outputs keep the wide network's fresh initialisation. Si
 reads a new one, every old channel, and so the output, is unchanged; the new channels' outgoing
 weights are zero but get gradients at once (their inputs are not zero), so training uses them.
 Inputs that are concatenations of equal parts (the U-Net's ``[upsampled, skip]``, the point
-encoder's ``[point, pooled]``) map each part's old channels to the start of the same part.
+encoder's ``[point, pooled]``, declared by the module that concatenates, ``concatenated_inputs``)
+map each part's old channels to the start of the same part.
 :func:`grow_state_dict` checks the result on a random patch and refuses what it cannot grow.
 """
 from __future__ import annotations
@@ -24,15 +25,15 @@ from ..errors import InputError
 _GROWABLE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
 
-def _input_parts(name: str) -> int:
-    """How many equal, concatenated parts a layer's input has (1: none)."""
-    parts = name.split(".")
-    if len(parts) >= 3 and parts[-1] == "conv1" and parts[-3] == "up_convs":
-        return 2                                   # UNet UpConv: cat(upconv(x), skip)
-    if len(parts) >= 3 and parts[-1] in ("fc_0", "shortcut") and parts[-3] == "blocks" and parts[-2] != "0" \
-            and parts[0] in ("encoder", "point_encoder"):
-        return 2                                   # LocalPoolPointNet blocks[1:]: cat(net, pooled)
-    return 1
+def _input_parts(model: nn.Module) -> dict[str, int]:
+    """{layer name: how many equal, concatenated parts its input has}, as the modules that
+    concatenate declare it (``concatenated_inputs``); layers not named read one part."""
+    parts: dict[str, int] = {}
+    for prefix, module in model.named_modules():
+        declare = getattr(module, "concatenated_inputs", None)
+        if callable(declare):
+            parts.update({f"{prefix}.{name}" if prefix else name: n for name, n in declare().items()})
+    return parts
 
 
 def _embed(old: torch.Tensor, new: torch.Tensor, out_dim: int, in_dim: int | None, parts: int) -> torch.Tensor:
@@ -68,6 +69,7 @@ def grow_state_dict(wide: nn.Module, narrow_state: dict[str, torch.Tensor], sour
     ours = wide.state_dict()
     grown: dict[str, torch.Tensor] = {}
     layers = {name: module for name, module in wide.named_modules() if isinstance(module, _GROWABLE)}
+    input_parts = _input_parts(wide)
     for key, value in ours.items():
         old = narrow_state.get(key)
         if old is None or old.ndim != value.ndim or any(a > b for a, b in zip(old.shape, value.shape)):
@@ -87,7 +89,7 @@ def grow_state_dict(wide: nn.Module, narrow_state: dict[str, torch.Tensor], sour
         if kind == "bias":
             grown[key] = _embed(old, value, 0, None, 1)
         else:
-            grown[key] = _embed(old, value, out_dim, in_dim, _input_parts(layer_name))
+            grown[key] = _embed(old, value, out_dim, in_dim, input_parts.get(layer_name, 1))
     return grown
 
 

@@ -49,6 +49,11 @@ class LocalPoolPointNet(nn.Module):
                 nn.init.zeros_(conv.bias)
             self.context_conv = conv
 
+    def concatenated_inputs(self) -> dict[str, int]:
+        """Layers whose input is a concatenation of equal parts (for growth.py): every block after
+        the first reads [point feature, pooled feature]."""
+        return {f"blocks.{i}.{layer}": 2 for i in range(1, len(self.blocks)) for layer in ("fc_0", "shortcut")}
+
     def point_features(self, points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Per-point features (B, N, feature_dim) before they are scattered onto the plane."""
         cells = self.resolution ** 2

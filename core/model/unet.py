@@ -32,6 +32,10 @@ class UpConv(nn.Module):
         self.conv1 = nn.Conv2d(2 * out_ch, out_ch, 3, padding=1)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
 
+    def concatenated_inputs(self) -> dict[str, int]:
+        """Layers whose input is a concatenation of equal parts (for growth.py)."""
+        return {"conv1": 2}
+
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat((self.upconv(x), skip), dim=1)
         return F.relu(self.conv2(F.relu(self.conv1(x))))
