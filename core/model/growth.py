@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .network import ImpliCityNet
 
 _GROWABLE = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
 
@@ -93,7 +94,7 @@ def grow_state_dict(wide: nn.Module, narrow_state: dict[str, torch.Tensor], sour
     return grown
 
 
-def same_function(narrow: nn.Module, wide: nn.Module, source: str, n_points: int = 2000,
+def same_function(narrow: ImpliCityNet, wide: ImpliCityNet, source: str, n_points: int = 2000,
                   n_queries: int = 2000, tolerance: float = 1e-4) -> None:
     """Refuse (InputError) unless ``wide`` gives ``narrow``'s logits on a random patch."""
     generator = torch.Generator().manual_seed(0)
@@ -101,11 +102,8 @@ def same_function(narrow: nn.Module, wide: nn.Module, source: str, n_points: int
     points[..., 2] = points[..., 2] * 0.2 - 0.1
     query = torch.rand(1, n_queries, 3, generator=generator)
     query[..., 2] = query[..., 2] * 0.4 - 0.2
-    n_images = int(getattr(getattr(narrow, "config", None), "n_images", 0) or 0)
-    images = None
-    if n_images:
-        size = int(narrow.config.image_size)
-        images = torch.rand(1, n_images, size, size, generator=generator)
+    n_images, size = narrow.config.n_images, narrow.config.image_size
+    images = torch.rand(1, n_images, size, size, generator=generator) if n_images else None
     with torch.no_grad():
         a = narrow.eval()(query, points, images)
         b = wide.eval()(query, points, images)
