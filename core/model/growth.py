@@ -13,7 +13,8 @@ weights are zero but get gradients at once (their inputs are not zero), so train
 Inputs that are concatenations of equal parts (the U-Net's ``[upsampled, skip]``, the point
 encoder's ``[point, pooled]``, declared by the module that concatenates, ``concatenated_inputs``)
 map each part's old channels to the start of the same part.
-:func:`grow_state_dict` checks the result on a random patch and refuses what it cannot grow.
+:func:`grow_state_dict` refuses what the rule does not cover, and :func:`same_function` checks the
+result on a random patch.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def _embed(old: torch.Tensor, new: torch.Tensor, out_dim: int, in_dim: int | Non
         out[:n_old_out] = old
         return out
     n_old_in, n_new_in = old.shape[in_dim] // parts, new.shape[in_dim] // parts
+    if any(old.shape[d] != new.shape[d] for d in range(new.ndim) if d not in (out_dim, in_dim)):
+        raise ValueError(f"its kernel changed from {tuple(old.shape)} to {tuple(new.shape)}")
     old_rows = [slice(None)] * new.ndim
     old_rows[out_dim] = slice(0, n_old_out)
     out[tuple(old_rows)] = 0.0
@@ -55,9 +58,6 @@ def _embed(old: torch.Tensor, new: torch.Tensor, out_dim: int, in_dim: int | Non
         dst[out_dim], src[out_dim] = slice(0, n_old_out), slice(None)
         dst[in_dim] = slice(k * n_new_in, k * n_new_in + n_old_in)
         src[in_dim] = slice(k * n_old_in, (k + 1) * n_old_in)
-        for d in range(new.ndim):                   # kernel dimensions must match
-            if d not in (out_dim, in_dim) and old.shape[d] != new.shape[d]:
-                raise ValueError(f"kernel size {tuple(old.shape)} vs {tuple(new.shape)}")
         out[tuple(dst)] = old[tuple(src)]
     return out
 
@@ -87,10 +87,11 @@ def grow_state_dict(wide: nn.Module, narrow_state: dict[str, torch.Tensor], sour
                              "weight, so it cannot be grown; keep that part's width.")
         transposed = isinstance(layer, nn.ConvTranspose2d)
         out_dim, in_dim = (1, 0) if transposed else (0, 1)
-        if kind == "bias":
-            grown[key] = _embed(old, value, 0, None, 1)
-        else:
-            grown[key] = _embed(old, value, out_dim, in_dim, input_parts.get(layer_name, 1))
+        try:
+            grown[key] = (_embed(old, value, 0, None, 1) if kind == "bias"
+                          else _embed(old, value, out_dim, in_dim, input_parts.get(layer_name, 1)))
+        except ValueError as exc:
+            raise InputError(f"init_grow from {source}: {key} cannot be grown: {exc}.") from None
     return grown
 
 
@@ -104,9 +105,12 @@ def same_function(narrow: ImpliCityNet, wide: ImpliCityNet, source: str, n_point
     query[..., 2] = query[..., 2] * 0.4 - 0.2
     n_images, size = narrow.config.n_images, narrow.config.image_size
     images = torch.rand(1, n_images, size, size, generator=generator) if n_images else None
+    modes = narrow.training, wide.training
     with torch.no_grad():
         a = narrow.eval()(query, points, images)
         b = wide.eval()(query, points, images)
+    narrow.train(modes[0])
+    wide.train(modes[1])
     gap = float((a - b).abs().max())
     if not gap <= tolerance * max(1.0, float(a.abs().max())):
         raise InputError(f"init_grow from {source}: the grown network's logits differ from the original's by "

@@ -96,3 +96,14 @@ def test_init_grow_needs_exactly_one_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="init_grow needs exactly one"):
         tiny_config(tmp_path, init_grow=True, init_from=["a.pt", "b.pt"])
     assert tiny_config(tmp_path, init_grow=True, init_from="a.pt").init_grow
+
+
+def test_a_changed_kernel_is_refused_in_one_line(tmp_path: Path) -> None:
+    from implicity.core.model.growth import grow_state_dict
+
+    wide = build_model(WIDE)
+    narrow = {k: v[..., :1, :1] if v.ndim == 4 else v for k, v in build_model(NARROW).state_dict().items()}
+    with pytest.raises(InputError, match=r"init_grow from n\.pt: .*conv.*cannot be grown: its kernel changed"):
+        grow_state_dict(wide, narrow, "n.pt")
+    with pytest.raises(InputError, match="init_grow must be true or false"):
+        tiny_config(tmp_path, init_grow="yes", init_from="a.pt")

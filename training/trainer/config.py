@@ -199,6 +199,7 @@ def validate_train_config(c: TrainConfig) -> None:
          "optim.freeze must be a list of parameter-name prefixes, e.g. [point_encoder., decoder.]"),
         (isinstance(c.zero_init, (list, tuple)) and all(isinstance(x, str) and x for x in c.zero_init),
          "zero_init must be a list of parameter-name prefixes, e.g. [image_encoder.l1.]"),
+        (isinstance(c.init_grow, bool), "init_grow must be true or false"),
         (not c.init_grow or (isinstance(c.init_from, str) and c.init_from != "")
          or (isinstance(c.init_from, list) and len(c.init_from) == 1),
          "init_grow needs exactly one init_from checkpoint (the narrower network to grow)"),
