@@ -114,6 +114,13 @@ def tiny_export(path: Path, model: nn.Module, model_config: Any, metadata: dict[
     torch.save({"model": model.state_dict(), "config": model_config, "training": metadata}, path)
 
 
+def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the run's exported final model (``final.pt`` as ``tiny_export`` writes it)."""
+    from implicity.training.trainer.loop import FINAL_FILE
+
+    return torch.load(out_dir / FINAL_FILE, weights_only=True)["model"]
+
+
 def tiny_config(out_dir: Path, **overrides: Any) -> Any:
     """A TrainConfig for TinyNet: a handful of steps, every step logged."""
     raw: dict[str, Any] = {

@@ -10,15 +10,11 @@ import torch
 
 from implicity.core.errors import CancelledError, InputError
 from implicity.training.trainer.averaging import WeightAverage
-from implicity.training.trainer.loop import FINAL_FILE, RESUME_FILE
+from implicity.training.trainer.loop import RESUME_FILE
 
-from ..helpers.tiny_trainer import TinyNet, make_trainer, tiny_config
+from ..helpers.tiny_trainer import TinyNet, final_weights, make_trainer, tiny_config
 
 EMA = {"ema_decay": 0.9}
-
-
-def _final(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path / FINAL_FILE, weights_only=True)["model"]
 
 
 def test_average_follows_the_tensorflow_rule_with_warm_up() -> None:
@@ -47,10 +43,10 @@ def test_final_weights_are_the_average_and_the_resume_state_keeps_both(averaged_
     plain = tmp_path / "plain"
     make_trainer(plain).fit()
     state = torch.load(averaged_run / RESUME_FILE, weights_only=True)
-    trained, averaged, final = state["model"], state["ema"], _final(averaged_run)
+    trained, averaged, final = state["model"], state["ema"], final_weights(averaged_run)
     assert all(torch.equal(final[k], averaged[k]) for k in final)
     # the trained weights are those of the run without averaging: averaging never feeds back
-    assert all(torch.equal(trained[k], _final(plain)[k]) for k in trained)
+    assert all(torch.equal(trained[k], final_weights(plain)[k]) for k in trained)
     assert any(not torch.allclose(trained[k], averaged[k]) for k in trained)
     assert torch.load(plain / RESUME_FILE, weights_only=True)["ema"] is None
 
@@ -59,7 +55,7 @@ def test_interrupted_averaged_run_resumes_to_the_same_average(averaged_run: Path
     with pytest.raises(CancelledError):
         make_trainer(tmp_path, optim=EMA).fit(stop_after_samples=7)
     make_trainer(tmp_path, optim=EMA).fit(resume=True)
-    a, b = _final(averaged_run), _final(tmp_path)
+    a, b = final_weights(averaged_run), final_weights(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -5,17 +5,17 @@ import pytest
 import torch
 
 from implicity.core.errors import InputError
-from implicity.training.trainer.loop import FINAL_FILE, RESUME_FILE
+from implicity.training.trainer.loop import RESUME_FILE
 from implicity.training.trainer.parameters import zero_parameters
 
-from ..helpers.tiny_trainer import make_trainer
+from ..helpers.tiny_trainer import final_weights, make_trainer
 
 
 def test_frozen_parameters_do_not_move_and_the_others_train(tmp_path):
     trainer = make_trainer(tmp_path, optim={"freeze": ["point_mlp."]})
     before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
     trainer.fit()
-    after = torch.load(tmp_path / FINAL_FILE, weights_only=True)["model"]
+    after = final_weights(tmp_path)
     frozen = [k for k in before if k.startswith("point_mlp.")]
     assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
     assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("head."))
@@ -71,7 +71,7 @@ def test_a_checkpoint_whose_optimizer_holds_every_parameter_resumes_with_some_fr
     torch.save(state, path)
     trainer = make_trainer(tmp_path, optim={"freeze": ["point_mlp."]})
     trainer.fit(resume=True)
-    after = torch.load(tmp_path / FINAL_FILE, weights_only=True)["model"]
+    after = final_weights(tmp_path)
     assert all(torch.equal(after[k], state["model"][k]) for k in after if k.startswith("point_mlp."))
     assert any(not torch.equal(after[k], state["model"][k]) for k in after if k.startswith("head."))
     warning = capsys.readouterr().err

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from implicity.core.errors import CancelledError
-from implicity.training.trainer.loop import BEST_FILE, FINAL_FILE, RESUME_FILE
+from implicity.training.trainer.loop import BEST_FILE, RESUME_FILE
 
-from ..helpers.tiny_trainer import TinyPatches, make_trainer
+from ..helpers.tiny_trainer import TinyPatches, final_weights, make_trainer
 
 
 def _log(path: Path, name: str = "train_log.csv") -> list[dict[str, str]]:
@@ -26,10 +26,6 @@ def _log(path: Path, name: str = "train_log.csv") -> list[dict[str, str]]:
 
 def _losses(path: Path) -> list[tuple[int, float, float]]:
     return [(int(r["step"]), float(r["loss"]), float(r["lr"])) for r in _log(path)]
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path / FINAL_FILE, weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +46,7 @@ def test_resume_equals_uninterrupted(uninterrupted: Path, tmp_path: Path, stop_a
     full, resumed = _losses(uninterrupted), _losses(tmp_path)
     assert len(full) == 6
     assert resumed == full                             # exact float equality, step by step
-    a, b = _weights(uninterrupted), _weights(tmp_path)
+    a, b = final_weights(uninterrupted), final_weights(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
     val_full, val_resumed = _log(uninterrupted, "val_log.csv"), _log(tmp_path, "val_log.csv")
     assert [r["iou"] for r in val_full] == [r["iou"] for r in val_resumed]
@@ -64,7 +60,7 @@ def test_sigterm_saves_and_resume_matches(uninterrupted: Path, tmp_path: Path) -
     assert state["progress"]["epoch"] == 1 and 0 < state["progress"]["samples"] < 18
     make_trainer(tmp_path).fit(resume=True)
     assert _losses(tmp_path) == _losses(uninterrupted)
-    a, b = _weights(uninterrupted), _weights(tmp_path)
+    a, b = final_weights(uninterrupted), final_weights(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
