@@ -27,7 +27,8 @@ miss is that displacement.
 Where the set's displacement is known (the family draws it), the protocol also scores the reference
 itself moved by that displacement: a perfect reconstruction of the cloud's surface. A method sees
 nothing of the displacement, so it can score below that only by errors that happen to offset it; a
-target that even the perfect DSM misses is marked so.
+target that even the perfect DSM misses is marked so. The card also lists everything each set drew
+(noise kind, strength and correlation length, fattening, holes, density, blunders, displacement).
 """
 from __future__ import annotations
 
@@ -152,17 +153,19 @@ def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
     return PreparedScene(reference, building, orthos, dense, city.dsm, np.ones(city.dsm.shape, np.uint8), city.grid)
 
 
-def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int, out: Path) -> tuple[Path, dict | None]:
-    """Write the input cloud of one set (NPZ with CRS); return its path and the displacement of the
-    whole cloud that was drawn ({"dx" east, "dy" north, "dz" up} in metres), None where the
-    degradation draws none (the legacy simulator)."""
+def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int,
+                   out: Path) -> tuple[Path, dict | None, dict | None]:
+    """Write the input cloud of one set (NPZ with CRS); return its path, the displacement of the
+    whole cloud that was drawn ({"dx" east, "dy" north, "dz" up} in metres) and everything the
+    family drew for it (:func:`drawn_summary`); both None for the legacy simulator, which draws
+    from its own fixed configuration."""
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
 
     from .data.degrade import DegradationFamily, degrade_surface, held_out_family
     from .data.simulate import simulate_stereo_cloud
 
     rng = np.random.default_rng([seed, DEGRADATIONS.index(degradation)])
-    displacement = None
+    displacement = drawn = None
     if degradation == "legacy simulator":
         xyz = simulate_stereo_cloud(prepared.dense, seed=seed).cloud.xyz
     else:
@@ -174,8 +177,28 @@ def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int, out: Pa
         xyz = degraded.xyz + np.array([xmin, ymin, 0.0])
         east, north = degraded.drawn["planimetric_shift_m"]
         displacement = {"dx": east, "dy": north, "dz": degraded.drawn["vertical_bias_m"]}
+        drawn = drawn_summary(degraded.drawn)
     write_point_cloud_npz(out, PointCloud(xyz=xyz, crs=prepared.grid.crs, source=str(out)))
-    return out, displacement
+    return out, displacement, drawn
+
+
+def drawn_summary(drawn: dict[str, Any]) -> dict[str, Any]:
+    """What one draw of the family was, as plain JSON values (``degrade_surface``'s ``drawn``).
+
+    Why: every held-out set is one draw, and a draw decides how much any method can win. Noise
+    correlated over metres looks like relief to every method; fattening of 2 m is a wider band to
+    undo than of 1 m. The model card lists them so a reader can see what a missed target met."""
+    out: dict[str, Any] = {}
+    for key, value in drawn.items():
+        if isinstance(value, (list, tuple)):
+            out[key] = [v if isinstance(v, str) else float(v) for v in value]
+        elif isinstance(value, (bool, np.bool_)):
+            out[key] = bool(value)
+        elif isinstance(value, str):
+            out[key] = value
+        else:
+            out[key] = float(value)
+    return out
 
 
 def displacement_floor(prepared: PreparedScene, displacement: dict, out: Path) -> dict:
@@ -236,12 +259,12 @@ def run_protocol(models: dict[str, Path], data: Path, out: Path, device: str = "
             log(f"{scene.name} / {degradation}")
             sub = folder / degradation.replace(" ", "_")
             sub.mkdir(exist_ok=True)
-            cloud, displacement = degraded_cloud(prepared, degradation, scene.seed, sub / "input.npz")
+            cloud, displacement, drawn = degraded_cloud(prepared, degradation, scene.seed, sub / "input.npz")
             reports = run_methods(cloud, prepared, models, sub, device, log, symmetries)
             results["sets"][f"{scene.name} / {degradation}"] = {
                 "scene": scene.name, "degradation": degradation,
                 "methods": {m: r["plain"] for m, r in reports.items()},
-                "coregistered": {m: r["coregistered"] for m, r in reports.items()},
+                "coregistered": {m: r["coregistered"] for m, r in reports.items()}, "drawn": drawn,
                 "floor": None if displacement is None else displacement_floor(
                     prepared, displacement, sub / "displaced_reference.tif")}
     results["targets"] = check_targets(results)
@@ -300,6 +323,8 @@ def markdown(results: dict[str, Any]) -> str:
               "errors that happen to offset it, so where even the perfect DSM misses a target, no method "
               "can be expected to meet it on that set. "
               "The legacy simulator draws no displacement (—)."]
+    if any(entry.get("drawn") for entry in results["sets"].values()):
+        lines += ["", *_drawn_table(results)]
     if "coregistered_targets" in results:
         lines += ["", "## After co-registration (diagnostic)", "",
                   "Every DSM moved first by the shift that best matches the reference (`implicity evaluate "
@@ -317,6 +342,40 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {where} |")
         lines += ["", *_target_table(results["coregistered_targets"], floor=False)]
     return "\n".join(lines)
+
+
+def _drawn_cells(d: dict[str, Any]) -> list[str]:
+    """One set's draw as table cells: noise, fattening, holes, points, blunders, displacement."""
+    share = d.get("noise_correlated_share", 0.0)
+    noise = f"{d['noise']} {d['noise_std']:.2f} m"
+    if share > 0:
+        noise += f", {100 * share:.0f} % correlated over {d['noise_scale_m']:.1f} m"
+    if d.get("slope_noise"):
+        noise += ", grows with slope"
+    fattening = d["fattening"] if d["fattening"] == "none" else f"{d['fattening']} {d['fattening_m']:.1f} m"
+    if "fattened_edge_share" in d:
+        fattening += f" on {100 * d['fattened_edge_share']:.0f} % of edges"
+    holes = f"{100 * d['hole_share']:.0f} %" + (f" ({', '.join(d['holes'])})" if d["holes"] else "")
+    points = f"{d['points_per_m2']:.1f} /m² ({d['sampling'].replace('_', ' ')})"
+    east, north = d["planimetric_shift_m"]
+    shift = f"{east:+.2f}, {north:+.2f}, {d['vertical_bias_m']:+.2f}"
+    return [noise, fattening, holes, points, f"{100 * d['blunder_share']:.1f} %", shift]
+
+
+def _drawn_table(results: dict[str, Any]) -> list[str]:
+    """What every held-out set drew from the family (the legacy simulator: its fixed settings)."""
+    lines = ["### What each held-out set drew", "",
+             "Each set is one draw of the family at typical satellite-stereo strength (`TEST_RANGES` in "
+             "training/protocol.py; the variants in training/data/README.md). Noise correlated over metres "
+             "is relief to every method, the baselines included; fattening, holes and blunders are what a "
+             "model can undo. Displacement: east, north, up in metres.", "",
+             "| held-out set | noise (total std) | edge fattening | holes | points | blunders | displacement (m) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in results["sets"].items():
+        d = entry.get("drawn")
+        cells = _drawn_cells(d) if d else ["the legacy simulator's own settings (`simulate.py`)", "", "", "", "", "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _target_table(targets: list[dict], floor: bool) -> list[str]:

@@ -86,3 +86,32 @@ def test_the_floor_is_the_reference_moved_by_the_displacement(tmp_path: Path):
     assert moved["regions"]["overall"]["medae"] == pytest.approx(0.3, abs=1e-4)
     # two 2-pixel-wide strips of 12 m error along the west and east walls (20 rows each)
     assert moved["regions"]["overall"]["mae"] > up["regions"]["overall"]["mae"] + 0.2
+
+
+def test_the_card_lists_what_each_set_drew():
+    import json
+
+    from implicity.training.data.degrade import DegradationFamily, degrade_surface
+    from implicity.training.protocol import TEST_RANGES, drawn_summary
+
+    dsm = np.zeros((96, 96))
+    dsm[30:60, 20:70] = 9.0  # one block: edges to fatten, a roof to occlude
+    family = DegradationFamily(only=("noise:mixed", "fattening:dilation"), **TEST_RANGES)
+    drawn = drawn_summary(degrade_surface(np.random.default_rng(5), dsm, None, 0.5, family).drawn)
+    assert json.loads(json.dumps(drawn)) == drawn  # plain JSON values, stored in model_card.json
+    assert 0.3 <= drawn["noise_std"] <= 0.8 and 0.2 <= drawn["noise_correlated_share"] <= 0.8
+    assert 1.0 <= drawn["fattening_m"] <= 2.0 and 0.0 <= drawn["hole_share"] <= 0.3 + 1e-9
+    assert 0.0 < drawn["points_per_m2"] <= 8.0 * 1.1 and 0.0 <= drawn["blunder_share"] <= 0.03
+
+    results = _results()
+    results["sets"]["Town / family"]["drawn"] = drawn
+    results["sets"]["Town / legacy"]["drawn"] = None
+    rows = {line.split(" | ")[0]: line for line in markdown(results).splitlines() if line.startswith("| Town / ")
+            and ("m, " in line or "legacy simulator's own" in line)}
+    share = round(100 * drawn["noise_correlated_share"])
+    assert (f"| Town / family | mixed {drawn['noise_std']:.2f} m, {share} % correlated over "
+            f"{drawn['noise_scale_m']:.1f} m") in rows["| Town / family"]
+    assert f"| dilation {drawn['fattening_m']:.1f} m on " in rows["| Town / family"]
+    east, north = drawn["planimetric_shift_m"]
+    assert rows["| Town / family"].endswith(f"| {east:+.2f}, {north:+.2f}, {drawn['vertical_bias_m']:+.2f} |")
+    assert "the legacy simulator's own settings" in rows["| Town / legacy"]

@@ -104,11 +104,12 @@ def _disk(radius_px: float) -> np.ndarray:
 
 
 def _fatten(rng: np.random.Generator, surface: np.ndarray, res: float, fam: DegradationFamily,
-            variant: str) -> np.ndarray:
+            variant: str, drawn: dict[str, Any]) -> np.ndarray:
     """Foreground fattening: the low side of height steps takes the height of the high side."""
     if variant == "none":
         return surface
     reach_px = rng.uniform(*fam.fattening_m) / res
+    drawn["fattening_m"] = reach_px * res
     if variant == "max_mean":  # matching windows: max over the window, then its mean (rounded edges)
         size = max(2, int(round(2 * reach_px)) + 1)
         return ndimage.uniform_filter(ndimage.maximum_filter(surface, size=size, mode="nearest"), size=size,
@@ -117,6 +118,7 @@ def _fatten(rng: np.random.Generator, surface: np.ndarray, res: float, fam: Degr
     step = dilated - surface
     patches = smooth_field(rng, surface.shape, 8.0 / res)
     fraction = rng.uniform(*fam.fattening_fraction)
+    drawn["fattened_edge_share"] = fraction
     chosen = patches >= np.quantile(patches, 1.0 - fraction) if fraction < 1 else np.ones(surface.shape, bool)
     blend = rng.uniform(0.6, 1.0, surface.shape)
     return surface + np.where((step > fam.edge_step_m) & chosen, blend * step, 0.0)
@@ -193,7 +195,7 @@ def degrade_surface(rng: np.random.Generator, dsm: np.ndarray, valid: np.ndarray
     drawn: dict[str, Any] = {}
 
     drawn["fattening"] = str(rng.choice(fam.choices("fattening")))
-    observed = _fatten(rng, surface, res, fam, drawn["fattening"])
+    observed = _fatten(rng, surface, res, fam, drawn["fattening"], drawn)
     keep, drawn["holes"] = _holes(rng, surface, res, fam)
     keep = np.where(known, keep, 0.0)
 
@@ -204,6 +206,8 @@ def degrade_surface(rng: np.random.Generator, dsm: np.ndarray, valid: np.ndarray
     c = np.minimum((xy[:, 0] / res).astype(int), w - 1)
     kept = rng.random(len(xy)) < keep[r, c]
     xy, r, c = xy[kept], r[kept], c[kept]
+    drawn["hole_share"] = 1.0 - float(keep[known].mean())
+    drawn["points_per_m2"] = len(xy) / max(float(known.sum()) * res * res, 1e-9)
     z = observed[r, c].copy()
 
     drawn["noise"] = str(rng.choice(fam.choices("noise")))
@@ -211,18 +215,22 @@ def degrade_surface(rng: np.random.Generator, dsm: np.ndarray, valid: np.ndarray
     share = {"independent": 0.0, "correlated": 1.0}.get(drawn["noise"], rng.uniform(0.2, 0.8))
     sigma_i = total * math.sqrt(1.0 - share)
     sigma_c = total * math.sqrt(share)
+    drawn["noise_correlated_share"] = share
     if sigma_c > 0:
         scale = rng.uniform(*fam.noise_scale_m) / res
+        drawn["noise_scale_m"] = scale * res
         z += sigma_c * smooth_field(rng, dsm.shape, scale)[r, c]
     if sigma_i > 0:
         per_point = np.full(len(z), sigma_i)
-        if rng.random() < fam.slope_noise_probability:
+        drawn["slope_noise"] = bool(rng.random() < fam.slope_noise_probability)
+        if drawn["slope_noise"]:
             gy, gx = np.gradient(surface, res)
             per_point = per_point + rng.uniform(*fam.slope_gain) * np.clip(np.hypot(gx, gy), 0, 4)[r, c]
         z += rng.standard_normal(len(z)) * per_point
     drawn["noise_std"] = total
 
     blunders = rng.random(len(z)) < rng.uniform(*fam.blunder_fraction)
+    drawn["blunder_share"] = float(blunders.mean()) if len(z) else 0.0
     far = blunders & (rng.random(len(z)) < fam.far_outlier_share)
     near = blunders & ~far
     z[near] += rng.normal(0.0, rng.uniform(*fam.blunder_std_m), int(near.sum()))
