@@ -281,3 +281,26 @@ def test_training_config_can_withhold_or_mismatch_orthos(prepared):
                      ({"dropout": 0.2}, "unknown")):
         with pytest.raises(InputError, match=rf"bad.yaml \[data.photometric\].*{why}"):
             open_datasets(config("bad.yaml", bad))
+
+
+def test_training_config_can_repeat_the_patches_of_a_source(prepared):
+    """``data.patch_repeats`` (by the prepare config's source name or by type) repeats the training
+    split's patches of that source per epoch; validation is never repeated; a name the prepared
+    data do not have is refused."""
+    from implicity.training.trainer.config import train_config_from_dict
+    from implicity.training.trainer.session import open_datasets
+
+    _, root = prepared
+    model = str(Path(implicity.__file__).parent / "core" / "model" / "configs" / "implicity_mono_lite.yaml")
+
+    def config(repeats):
+        raw = {"name": "t", "model": model, "data": {"root": str(root), "patch_repeats": repeats}}
+        return train_config_from_dict(raw, source="repeats.yaml")
+
+    once, val_once = open_datasets(config(None))
+    for repeats in ({"city": 3}, {"synthetic": 3}, {"city_seed11": 3}):
+        train, val = open_datasets(config(repeats))
+        assert len(train) == 3 * len(once) and len(val) == len(val_once)
+    with pytest.raises(InputError, match="'lidar' is neither a source nor a source type .*known: city, city_seed11, "
+                                         "synthetic"):
+        open_datasets(config({"lidar": 4}))

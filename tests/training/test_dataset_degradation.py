@@ -48,3 +48,23 @@ def test_init_from_copies_matching_weights(tmp_path):
     for key, value in zero.state_dict().items():
         ours = key.replace("encoder.", "point_encoder.", 1) if key.startswith("encoder.") else key
         torch.testing.assert_close(mono.state_dict()[ours], value)
+
+
+def test_patch_repeats_show_a_source_more_often_as_new_draws(prepared):
+    from implicity.core.errors import InputError
+
+    once = PatchDataset(prepared, "train", n_query=300, seed=0, degradation=DegradationFamily())
+    n = len(once)
+    by_name = PatchDataset(prepared, "train", n_query=300, seed=0, degradation=DegradationFamily(),
+                           patch_repeats={"t": 3})
+    by_type = PatchDataset(prepared, "train", n_query=300, seed=0, degradation=DegradationFamily(),
+                           patch_repeats={"synthetic": 2})
+    assert len(by_name) == 3 * n and len(by_type) == 2 * n
+    assert [e["file"] for e in by_name.entries].count(once.entries[0]["file"]) == 3
+    first, again = (by_name[i] for i in [j for j, e in enumerate(by_name.entries) if e is by_name.entries[0]][:2])
+    assert first["points"].shape != again["points"].shape or not np.allclose(first["points"], again["points"])
+    with pytest.raises(InputError, match="patch_repeats: 'lidar' is neither a source nor a source type"):
+        PatchDataset(prepared, "train", patch_repeats={"lidar": 4})
+    with pytest.raises(InputError, match="whole number of times ≥ 1"):
+        PatchDataset(prepared, "train", patch_repeats={"t": 0})
+

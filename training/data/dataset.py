@@ -19,6 +19,8 @@ exactly the samples of an uninterrupted one; the trainer calls :meth:`PatchDatas
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ from implicity.core.reconstruct.symmetry import symmetric_xy
 from .degrade import DegradationFamily, degrade_surface
 from .labels import QuerySamplingConfig, loss_weights, occupancy_labels, sample_queries
 from .photometric import PhotometricAugmentation, augment_images
-from .store import load_patch, read_manifest
+from .store import load_patch, read_manifest, source_types
 
 #: Fewer degraded points than this and the sample falls back to the stored (prepared) cloud.
 MIN_DEGRADED_POINTS = 64
@@ -49,6 +51,38 @@ def augment_grid(array: np.ndarray, flip: bool, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(out, k % 4, axes=(-2, -1)))
 
 
+def repeat_entries(entries: list[dict[str, Any]], manifest: dict[str, Any], repeats: Mapping[str, int],
+                   where: str) -> list[dict[str, Any]]:
+    """``entries`` with every patch of a source listed in ``repeats`` (by the source's name in the
+    prepare config, e.g. ``nimes`` or ``synth_train`` for all its seeds, or by its type, e.g.
+    ``lidar``; a name wins over its type) appearing that many times per epoch.
+
+    Why: the prepared data hold four times more synthetic patches than real ones, and a model
+    learns most from what it sees most. A repeated patch is a new sample each time (its degradation,
+    queries and symmetry are drawn from its own index), not a copy."""
+    if not repeats:
+        return entries
+    kind = source_types(manifest)
+    # A synthetic source of the prepare config is stored once per seed, as NAME_seedN.
+    config_name = {name: re.sub(r"_seed\d+$", "", name) for name in kind}
+    known = set(kind) | set(config_name.values()) | set(kind.values())
+    for key, count in repeats.items():
+        if key not in known:
+            raise InputError(f"data.patch_repeats: '{key}' is neither a source nor a source type of {where} "
+                             f"(known: {', '.join(sorted(known))}).")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InputError(f"data.patch_repeats: '{key}' must repeat a whole number of times ≥ 1, got {count!r}.")
+
+    def times(entry: Mapping[str, Any]) -> int:
+        source = entry.get("source", "")
+        for key in (source, config_name.get(source, source), kind.get(source, "")):
+            if key in repeats:
+                return int(repeats[key])
+        return 1
+
+    return [e for e in entries for _ in range(times(e))]
+
+
 class PatchDataset(Dataset):
     """Prepared patches of one split; see the module docstring for the sample layout."""
 
@@ -57,7 +91,7 @@ class PatchDataset(Dataset):
                  query_config: QuerySamplingConfig | None = None,
                  degradation: DegradationFamily | None = None,
                  photometric: PhotometricAugmentation | None = None,
-                 image_normalization: str = "dataset") -> None:
+                 image_normalization: str = "dataset", patch_repeats: Mapping[str, int] | None = None) -> None:
         self.root, self.manifest = read_manifest(root_or_manifest)
         self.split = split
         self.entries = [e for e in self.manifest["patches"] if e["split"] == split]
@@ -65,6 +99,7 @@ class PatchDataset(Dataset):
             counts = self.manifest.get("splits", {})
             raise InputError(f"{self.root}: the prepared dataset has no '{split}' patches (it has {counts}). "
                              "Choose another split or add a source for it in the prepare config.")
+        self.entries = repeat_entries(self.entries, self.manifest, patch_repeats or {}, str(self.root))
         if n_query <= 0:
             raise InputError(f"n_query must be positive, got {n_query}.")
         self.n_query = int(n_query)

@@ -99,3 +99,8 @@ def read_manifest(root_or_manifest: str | os.PathLike[str]) -> tuple[Path, dict[
         raise InputError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT_NAME} manifest. "
                          "Re-create the dataset with this version's `implicity prepare`.")
     return path.parent, manifest
+
+
+def source_types(manifest: dict[str, Any]) -> dict[str, str]:
+    """{source name: its type} of a manifest ("synthetic", "lidar", ...; "" where not recorded)."""
+    return {source["name"]: source.get("type", "") for source in manifest.get("sources", [])}

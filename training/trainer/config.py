@@ -38,6 +38,9 @@ class DataConfig:
     # Overrides of the manifest's query sampling for the training split (a mapping of
     # training.data.labels.QuerySamplingConfig, e.g. {edge_fraction: 0.4, ...}); None: as prepared.
     queries: dict[str, Any] | None = None
+    # Times each training patch of a source appears per epoch, by source name or type (e.g. {lidar: 4}:
+    # the real scenes as often as the synthetic cities); a repeat is a new draw, not a copy.
+    patch_repeats: dict[str, int] | None = None
 
 
 @dataclass

@@ -116,7 +116,8 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     family = degradation_family(config)
     train = PatchDataset(d.root, split=d.train_split, n_query=d.n_query, augment=d.augment, seed=config.seed,
                          degradation=family, photometric=ortho_augmentation(config),
-                         image_normalization=image_normalization, query_config=_query_sampling(config))
+                         image_normalization=image_normalization, query_config=_query_sampling(config),
+                         patch_repeats=d.patch_repeats)
     val = PatchDataset(d.root, split=d.val_split, n_query=d.n_query_val, augment=False, seed=config.seed,
                        degradation=family, image_normalization=image_normalization)
     return train, val
