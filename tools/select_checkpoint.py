@@ -5,8 +5,10 @@
         [--copy-best models/implicity-0-lite.pt]
         [--prior-of CKPT.pt]       # also score that network's surface prior alone (an ablation)
 
-Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, lowest score
-(MedAE + MAE) first. Trainer resume states (``last.ckpt`` copies) are exported with the config of
+Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, with the score
+(MedAE + MAE) of the real and the synthetic validation sets apart, lowest *balanced* score (the mean
+of those two; ``--rank-by pooled``: the score of all sets pooled, the rule before 2026-11-26 19:02 UTC)
+first. Trainer resume states (``last.ckpt`` copies) are exported with the config of
 ``--like`` first. ``--copy-best`` writes the best checkpoint there in float16 (the shipped format).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
     from implicity.core.vocabulary import SYMMETRY_COUNTS
-    from implicity.training.selection import export_resume_state, prior_only, score_checkpoints
+    from implicity.training.selection import GROUPS, export_resume_state, prior_only, score_checkpoints
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ortho-shift-m", type=float, nargs=2, default=(0.0, 0.0), metavar=("EAST", "NORTH"),
                         help="write every validation ortho this far from where it belongs: how much an image model "
                              "loses when the ortho does not fit the cloud (a robustness check, not the ranking)")
+    parser.add_argument("--rank-by", choices=("balanced", "pooled"), default="balanced",
+                        help="balanced: the mean of the real and the synthetic sets' MedAE + MAE (default); "
+                             "pooled: MedAE + MAE over all sets")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
                         help="also score the surface prior of this checkpoint alone (never shipped)")
@@ -62,12 +67,17 @@ def main(argv: list[str] | None = None) -> int:
                                         ortho_shift_m=tuple(args.ortho_shift_m))
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
-            ranked = sorted(results.items(), key=lambda kv: kv[1]["score"])
-            print("\n| checkpoint | step | MedAE | MAE | NMAD | no height |\n|---|---|---|---|---|---|")
+            key = "balanced" if args.rank_by == "balanced" else "score"
+            ranked = sorted(results.items(), key=lambda kv: kv[1][key])
+            groups = [g for g in GROUPS if any(g in m["groups"] for m in results.values())]
+            print("\n| checkpoint | step | MedAE | MAE | NMAD | no height | "
+                  + "".join(f"{g} score | " for g in groups) + "balanced score |\n|---|---|---|---|---|---|"
+                  + "---|" * (len(groups) + 1))
             for label, m in ranked:
                 step = _step(label)
                 print(f"| {Path(label).name} | {step} | {m['medae']:.3f} | {m['mae']:.3f} | {m['nmad']:.3f} | "
-                      f"{100 * m['missing']:.2f} % |")
+                      f"{100 * m['missing']:.2f} % | " + "".join(f"{m['groups'][g]['score']:.3f} | " for g in groups)
+                      + f"{m['balanced']:.3f} |")
             if args.json is not None:
                 from implicity.core.outputs import write_text_atomic
 
@@ -77,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.copy_best is not None and best is not None:
                 from implicity.training.selection import ship_checkpoint
 
-                rule = "lowest MedAE + MAE on the validation split (training/selection.py, tools/select_checkpoint.py)"
+                rule = (("lowest mean of the real and the synthetic sets' MedAE + MAE" if key == "balanced"
+                         else "lowest MedAE + MAE") + " on the validation split (training/selection.py, "
+                        "tools/select_checkpoint.py)")
                 scores = {Path(k).name: {**v, "step": _step(k)} for k, v in results.items()}
                 ship_checkpoint(Path(best), args.copy_best, {"from": Path(best).name, "step": _step(best),
                                                             "selection": rule},

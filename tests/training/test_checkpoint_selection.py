@@ -60,6 +60,7 @@ def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, cap
         assert np.isfinite(m["medae"]) and m["medae"] < m["mae"] + 1e-9 and 0.0 <= m["missing"] < 0.05
     assert good["medae"] < 1.0
     assert bad["score"] > good["score"] + 0.1
+    assert set(good["groups"]) == {"synthetic"} and good["balanced"] == good["score"]  # no real scene here
     table = capsys.readouterr().out.split("| checkpoint |")[1]
     assert table.index(SHIPPED.name) < table.index("broken.pt")
     shipped = read_checkpoint(tmp_path / "best.pt")
@@ -162,3 +163,15 @@ def test_validation_orthos_can_be_written_misregistered(tmp_path):
             assert np.array_equal(src_a.read(), src_b.read())
             (l0, b0, r0, t0), (l1, b1, r1, t1) = src_a.bounds, src_b.bounds
             assert (l1 - l0, r1 - r0, b1 - b0, t1 - t0) == pytest.approx((1.5, 1.5, -2.0, -2.0))
+
+
+def test_the_balanced_score_gives_the_real_sets_half_the_say():
+    """Four synthetic sets with no error and one real set with 1 m everywhere: pooled, the real set is
+    a fifth of the pixels (MedAE 0); balanced, it is half of the score."""
+    from implicity.training.selection import grouped_metrics
+
+    residuals = [np.zeros(100)] * 4 + [np.full(100, -1.0)]
+    m = grouped_metrics(residuals, ["synthetic"] * 4 + ["real"])
+    assert m["medae"] == 0.0 and m["mae"] == pytest.approx(0.2) and m["score"] == pytest.approx(0.2)
+    assert m["groups"]["real"]["score"] == pytest.approx(2.0) and m["groups"]["synthetic"]["score"] == 0.0
+    assert m["balanced"] == pytest.approx(1.0)
