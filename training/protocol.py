@@ -373,7 +373,12 @@ def _drawn_table(results: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for name, entry in results["sets"].items():
         d = entry.get("drawn")
-        cells = _drawn_cells(d) if d else ["the legacy simulator's own settings (`simulate.py`)", "", "", "", "", "—"]
+        if d and "noise" in d:
+            cells = _drawn_cells(d)
+        elif d:  # the family drew nothing: the set's surface had no known cell
+            cells = ["nothing (no known surface)", "", "", "", "", "—"]
+        else:
+            cells = ["the legacy simulator's own settings (`simulate.py`)", "", "", "", "", "—"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

@@ -41,7 +41,7 @@ class ValidationSet:
     orthos: tuple[Path, ...]
     reference: np.ndarray      # (H, W) heights, NaN where there is no reference
     extent: tuple[float, float, float, float]
-    group: str = "synthetic"   # "real" (a LiDAR scene) or "synthetic" (a synthetic city): see GROUPS
+    group: str                 # "real" (a LiDAR scene) or "synthetic" (a synthetic city): see GROUPS
 
 
 def non_overlapping(entries: list[dict[str, Any]], patch_size: float) -> list[dict[str, Any]]:

@@ -115,3 +115,13 @@ def test_the_card_lists_what_each_set_drew():
     east, north = drawn["planimetric_shift_m"]
     assert rows["| Town / family"].endswith(f"| {east:+.2f}, {north:+.2f}, {drawn['vertical_bias_m']:+.2f} |")
     assert "the legacy simulator's own settings" in rows["| Town / legacy"]
+
+
+def test_a_set_whose_surface_drew_nothing_says_so():
+    from implicity.training.data.degrade import DegradationFamily, degrade_surface
+    from implicity.training.protocol import drawn_summary
+
+    empty = degrade_surface(np.random.default_rng(0), np.full((8, 8), np.nan), None, 0.5, DegradationFamily())
+    results = _results()
+    results["sets"]["Town / family"]["drawn"] = drawn_summary(empty.drawn)
+    assert "| Town / family | nothing (no known surface) |" in markdown(results)
