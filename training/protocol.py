@@ -153,19 +153,17 @@ def _synthetic_scene(scene: HeldOutScene, folder: Path) -> PreparedScene:
     return PreparedScene(reference, building, orthos, dense, city.dsm, np.ones(city.dsm.shape, np.uint8), city.grid)
 
 
-def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int,
-                   out: Path) -> tuple[Path, dict | None, dict | None]:
-    """Write the input cloud of one set (NPZ with CRS); return its path, the displacement of the
-    whole cloud that was drawn ({"dx" east, "dy" north, "dz" up} in metres) and everything the
-    family drew for it (:func:`drawn_summary`); both None for the legacy simulator, which draws
-    from its own fixed configuration."""
+def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int, out: Path) -> tuple[Path, dict | None]:
+    """Write the input cloud of one set (NPZ with CRS); return its path and everything the family
+    drew for it (:func:`drawn_summary`), None for the legacy simulator, which draws from its own
+    fixed configuration."""
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
 
     from .data.degrade import DegradationFamily, degrade_surface, held_out_family
     from .data.simulate import simulate_stereo_cloud
 
     rng = np.random.default_rng([seed, DEGRADATIONS.index(degradation)])
-    displacement = drawn = None
+    drawn = None
     if degradation == "legacy simulator":
         xyz = simulate_stereo_cloud(prepared.dense, seed=seed).cloud.xyz
     else:
@@ -175,11 +173,15 @@ def degraded_cloud(prepared: PreparedScene, degradation: str, seed: int,
         degraded = degrade_surface(rng, prepared.dsm, prepared.valid, RESOLUTION, family)
         xmin, ymin, _, _ = prepared.grid.bounds
         xyz = degraded.xyz + np.array([xmin, ymin, 0.0])
-        east, north = degraded.drawn["planimetric_shift_m"]
-        displacement = {"dx": east, "dy": north, "dz": degraded.drawn["vertical_bias_m"]}
         drawn = drawn_summary(degraded.drawn)
     write_point_cloud_npz(out, PointCloud(xyz=xyz, crs=prepared.grid.crs, source=str(out)))
-    return out, displacement, drawn
+    return out, drawn
+
+
+def displacement_of(drawn: dict[str, Any]) -> dict[str, float]:
+    """The displacement of the whole cloud in a draw: {"dx" east, "dy" north, "dz" up} in metres."""
+    east, north = drawn["planimetric_shift_m"]
+    return {"dx": east, "dy": north, "dz": drawn["vertical_bias_m"]}
 
 
 def drawn_summary(drawn: dict[str, Any]) -> dict[str, Any]:
@@ -259,14 +261,14 @@ def run_protocol(models: dict[str, Path], data: Path, out: Path, device: str = "
             log(f"{scene.name} / {degradation}")
             sub = folder / degradation.replace(" ", "_")
             sub.mkdir(exist_ok=True)
-            cloud, displacement, drawn = degraded_cloud(prepared, degradation, scene.seed, sub / "input.npz")
+            cloud, drawn = degraded_cloud(prepared, degradation, scene.seed, sub / "input.npz")
             reports = run_methods(cloud, prepared, models, sub, device, log, symmetries)
             results["sets"][f"{scene.name} / {degradation}"] = {
                 "scene": scene.name, "degradation": degradation,
                 "methods": {m: r["plain"] for m, r in reports.items()},
                 "coregistered": {m: r["coregistered"] for m, r in reports.items()}, "drawn": drawn,
-                "floor": None if displacement is None else displacement_floor(
-                    prepared, displacement, sub / "displaced_reference.tif")}
+                "floor": None if drawn is None else displacement_floor(
+                    prepared, displacement_of(drawn), sub / "displaced_reference.tif")}
     results["targets"] = check_targets(results)
     results["coregistered_targets"] = check_targets(results, key="coregistered")
     return results
@@ -357,8 +359,7 @@ def _drawn_cells(d: dict[str, Any]) -> list[str]:
         fattening += f" on {100 * d['fattened_edge_share']:.0f} % of edges"
     holes = f"{100 * d['hole_share']:.0f} %" + (f" ({', '.join(d['holes'])})" if d["holes"] else "")
     points = f"{d['points_per_m2']:.1f} /m² ({d['sampling'].replace('_', ' ')})"
-    east, north = d["planimetric_shift_m"]
-    shift = f"{east:+.2f}, {north:+.2f}, {d['vertical_bias_m']:+.2f}"
+    shift = ", ".join(f"{v:+.2f}" for v in displacement_of(d).values())
     return [noise, fattening, holes, points, f"{100 * d['blunder_share']:.1f} %", shift]
 
 
