@@ -148,7 +148,7 @@ def compare(name: str, cloud, extent, model, repeat: int, peak: float, tmp: Path
         print(f"  {label:<10}{r.tiles:>8}{q / 1e6:>11.2f}M{q / px:>9.1f}{r.stats.get('encode_s', 0):>10.2f}"
               f"{search:>10.2f}{r.seconds:>9.2f}{r.seconds / km2:>9.0f}{gflops:>13.2f}")
     print(f"  speed-up fast vs reference: {ref.seconds / fast.seconds:.1f}x")
-    print(f"  fast vs reference: MedAE {np.median(d):.4f} m, P95 {np.percentile(d, 95):.3f} m, "
+    print(f"  fast vs reference: MedAE {np.median(d):.5f} m, P95 {np.percentile(d, 95):.3f} m, "
           f"share > 0.25 m {np.mean(d > 0.25):.3f} ({d.size} px)")
     # The reference keeps the highest occupied sample of its last round, on average half its final
     # step below the crossing that the fast mode interpolates: that part of the MedAE is by design.

@@ -65,6 +65,8 @@ DEFAULT_REFERENCE_FILL_MAX_DISTANCE = 2.0
 DEFAULT_SEARCH_MARGIN = 3.0
 #: ... and kept within the points' own range ± this (at most the search margin).
 DEFAULT_KEEP_MARGIN = 0.0
+#: Fast mode: a cell this far below (above) every other cell around it is a far outlier (metres; 0 = off).
+DEFAULT_FAR_BLUNDER_GAP = 50.0
 #: Fast mode: the despeckle threshold (metres; 0 = off; ``core/reconstruct/despeckle.py``).
 DEFAULT_DESPECKLE = 0.25
 #: Test-time symmetry averaging: how many turned / mirrored copies of a window may be averaged

@@ -4,6 +4,8 @@
         [--like runs/RUN/best.pt]  # needed for trainer resume states (*.ckpt)
         [--copy-best models/implicity-0-lite.pt]
         [--prior-of CKPT.pt]       # also score that network's surface prior alone (an ablation)
+        [--between A.pt B.pt T]    # also score (1 - T) * A + T * B, weight by weight
+        [--option NAME=VALUE]      # reconstruct with one option other than the default
 
 Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, with the score
 (MedAE + MAE) of the real and the synthetic validation sets apart, lowest *balanced* score (the mean
@@ -25,7 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
     from implicity.core.vocabulary import SYMMETRY_COUNTS
-    from implicity.training.selection import GROUPS, export_resume_state, prior_only, score_checkpoints
+    from implicity.training.selection import (
+        GROUPS,
+        export_resume_state,
+        interpolate_weights,
+        prior_only,
+        score_checkpoints,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -43,10 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank-by", choices=("balanced", "pooled"), default="balanced",
                         help="balanced: the mean of the real and the synthetic sets' MedAE + MAE (default); "
                              "pooled: MedAE + MAE over all sets")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="reconstruct with this option other than the default, e.g. "
+                             "evidence.far_blunder_gap=0 (a ReconstructionOptions field, dotted; repeatable)")
+    parser.add_argument("--between", nargs=3, action="append", default=[], metavar=("A", "B", "T"),
+                        help="also score the network (1 - T) * A + T * B, weight by weight (two checkpoints of one "
+                             "architecture; training/selection.py interpolate_weights); repeatable")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
                         help="also score the surface prior of this checkpoint alone (never shipped)")
     args = parser.parse_args(argv)
+    bad = [o for o in args.option if "=" not in o]
+    if bad:
+        parser.error(f"--option {bad[0]!r}: give NAME=VALUE, e.g. evidence.far_blunder_gap=0")
+    overrides = dict(o.split("=", 1) for o in args.option)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:
             resume_states = [p for p in (*args.checkpoints, *args.prior_of) if p.suffix == ".ckpt"]
@@ -61,13 +79,23 @@ def main(argv: list[str] | None = None) -> int:
                 return export_resume_state(path, args.like, Path(tmp) / f"{path.stem}.pt")
 
             paths = [network(path) for path in args.checkpoints]
+            for a, b, weight in args.between:
+                a, b = network(Path(a)), network(Path(b))
+                try:
+                    share = float(weight)
+                except ValueError:
+                    parser.error(f"--between {a} {b} {weight!r}: T must be a number from 0 to 1")
+                paths.append(interpolate_weights(a, b, share, Path(tmp) / f"{a.stem}-{b.stem}-t{share:g}.pt"))
             priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
             results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries,
-                                        ortho_shift_m=tuple(args.ortho_shift_m))
+                                        ortho_shift_m=tuple(args.ortho_shift_m), overrides=overrides)
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
             key = "balanced" if args.rank_by == "balanced" else "score"
+            if overrides:
+                print("\nreconstructed with " + ", ".join(f"{k} = {v}" for k, v in overrides.items())
+                      + " (every other option at its default)")
             ranked = sorted(results.items(), key=lambda kv: kv[1][key])
             groups = [g for g in GROUPS if any(g in m["groups"] for m in results.values())]
             print("\n| checkpoint | step | MedAE | MAE | NMAD | no height | "

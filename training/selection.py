@@ -137,16 +137,19 @@ def grouped_metrics(residuals: list[np.ndarray], groups: list[str]) -> dict[str,
 
 def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: str = "cpu",
                       with_baseline: bool = True, log: Callable[[str], None] = print,
-                      symmetries: int = 1, ortho_shift_m: tuple[float, float] = (0.0, 0.0)) -> dict[str, dict[str, float]]:
+                      symmetries: int = 1, ortho_shift_m: tuple[float, float] = (0.0, 0.0),
+                      overrides: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint,
-    reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py),
+    reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py;
+    ``overrides``: dotted reconstruction options other than the default, ``with_overrides``),
     with the orthos moved by ``ortho_shift_m`` (:func:`validation_sets`)."""
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.model import load_model
-    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm
+    from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm, with_overrides
 
     from .protocol import BASELINE
 
+    options = with_overrides(ReconstructionOptions(device=device, symmetries=symmetries), overrides or {})
     results: dict[str, dict[str, float]] = {}
     # Every checkpoint is read first: a wrong path fails in a second, not after the sets are built.
     n_images = {path: int(load_model(path, device="cpu")[1].n_images) for path in checkpoints}
@@ -167,7 +170,7 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
                 reconstruct_dsm(ReconstructionInputs(points=s.cloud, model=path, out_path=out,
                                                      resolution=_resolution(s), orthos=s.orthos[:n_images[path]],
                                                      extent=s.extent),
-                                ReconstructionOptions(device=device, symmetries=symmetries))
+                                options)
                 res.append(_residuals(out, s.reference))
             results[str(path)] = grouped_metrics(res, [s.group for s in sets])
             m = results[str(path)]
@@ -203,6 +206,36 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     training.update(step=int(progress.get("step", -1)), samples=progress.get("samples"),
                     wall_time_s=progress.get("wall_time_s"), exported_from=Path(resume).name)
     return save_checkpoint(out, model, config, training=training)
+
+
+def interpolate_weights(a: Path, b: Path, t: float, out: Path) -> Path:
+    """The network ``(1 − t) · a + t · b``, weight by weight, with ``a``'s config and normalisation.
+
+    Why: two checkpoints of one lineage (a run continued from a shipped model) often differ by a small
+    move in weight space; the points between them are candidates too, which the validation split ranks
+    like any other (a "soup" of two). Both must be the same network; integer buffers are ``a``'s."""
+    import torch
+
+    from implicity.core.errors import InputError
+    from implicity.core.model import load_model, save_checkpoint
+    from implicity.core.model.checkpoint import describe_checkpoint
+
+    if not 0.0 <= t <= 1.0:
+        raise InputError(f"interpolation weight {t:g}: give a value from 0 ({a.name}) to 1 ({b.name}).")
+    net_a, config = load_model(a, device="cpu")
+    net_b, config_b = load_model(b, device="cpu")
+    state_a, state_b = net_a.state_dict(), net_b.state_dict()
+    if config_b != config or state_a.keys() != state_b.keys() or any(
+            state_a[k].shape != state_b[k].shape for k in state_a):
+        raise InputError(f"{a} and {b} are not the same network; only checkpoints of one architecture "
+                         "(the same model config) can be interpolated.")
+    mixed = {k: torch.lerp(v.float(), state_b[k].float(), t).to(v.dtype) if v.is_floating_point() else v
+             for k, v in state_a.items()}
+    net_a.load_state_dict(mixed)
+    _config, training = describe_checkpoint(a)
+    steps = [(lambda r: r.get("step", r.get("steps")))(describe_checkpoint(p)[1]) for p in (a, b)]
+    record = {"a": a.name, "b": b.name, "t": float(t), "steps": steps}  # exported steps / a run's final step count
+    return save_checkpoint(out, net_a, config, training={**training, "step": None, "interpolated": record})
 
 
 #: Logit per decoder unit of height above the prior in :func:`prior_only`. The logit is linear in

@@ -12,6 +12,7 @@ from .options import (
     ReconstructionOptions,
     ReconstructionResult,
     ReferenceSearchOptions,
+    with_overrides,
 )
 
 
@@ -24,5 +25,5 @@ def reconstruct_dsm(*args: Any, **kwargs: Any) -> ReconstructionResult:
 
 __all__ = [
     "EvidenceOptions", "FastSearchOptions", "ReconstructionInputs", "ReconstructionOptions", "ReconstructionResult",
-    "ReferenceSearchOptions", "reconstruct_dsm",
+    "ReferenceSearchOptions", "reconstruct_dsm", "with_overrides",
 ]

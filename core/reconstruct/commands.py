@@ -11,6 +11,7 @@ from ..progress import tqdm_progress
 from ..vocabulary import (
     DEFAULT_DESPECKLE,
     DEFAULT_DEVICE,
+    DEFAULT_FAR_BLUNDER_GAP,
     DEFAULT_FILL,
     DEFAULT_FILL_MAX_DISTANCE,
     DEFAULT_KEEP_MARGIN,
@@ -29,7 +30,7 @@ PARAMETER_FLAGS = {
     **OUTPUT_FLAGS, "orthos": "--ortho", "confidence_path": "--confidence-out", "window_stride": "--stride",
     "fast_search.final_step": "--final-step", "evidence.radius": "--search-radius",
     "evidence.margin": "--search-margin", "evidence.keep_margin": "--keep-margin",
-    "evidence.blunder_gap": "--blunder-gap",
+    "evidence.blunder_gap": "--blunder-gap", "evidence.far_blunder_gap": "--far-blunder-gap",
     "evidence.edge_width": "--edge-width",
 }
 
@@ -83,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--blunder-gap", type=float, default=None, metavar="G",
                    help="A pixel cell whose lowest (highest) point lies more than G below (above) all others of "
                         "its 5 x 5 cells does not bound the heights around it (default 1 m).")
+    p.add_argument("--far-blunder-gap", type=float, default=None, metavar="G",
+                   help="Where the cloud is too sparse for --blunder-gap: a pixel cell more than G below (above) every "
+                        "other cell within --fill-max-distance plus --search-radius does not bound the heights around "
+                        f"it either (default {DEFAULT_FAR_BLUNDER_GAP:g} m; 0 = off).")
     p.add_argument("--despeckle", type=float, default=None, metavar="T",
                    help="Fast mode: a pixel more than T from the median of its 3 x 3 neighbourhood that agrees with "
                         f"at most one neighbour takes that median (default {DEFAULT_DESPECKLE:g} m; 0 = off). Corners and lines one "
@@ -140,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         evidence = dataclasses.replace(evidence, keep_margin=args.keep_margin)
     if args.blunder_gap is not None:
         evidence = dataclasses.replace(evidence, blunder_gap=args.blunder_gap)
+    if args.far_blunder_gap is not None:
+        evidence = dataclasses.replace(evidence, far_blunder_gap=args.far_blunder_gap)
     if args.search_radius is not None:
         evidence = dataclasses.replace(evidence, radius=args.search_radius)
     if args.edge_width is not None:

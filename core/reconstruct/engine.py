@@ -105,6 +105,7 @@ def _scaled(options: ReconstructionOptions, k: float) -> ReconstructionOptions:
         evidence=dataclasses.replace(options.evidence, radius=options.evidence.radius * k,
                                      margin=options.evidence.margin * k, keep_margin=options.evidence.keep_margin * k,
                                      blunder_gap=options.evidence.blunder_gap * k,
+                                     far_blunder_gap=options.evidence.far_blunder_gap * k,
                                      edge_width=options.evidence.edge_width * k),
         range_margin=options.range_margin * k, confidence_delta=options.confidence_delta * k,
     )
@@ -238,6 +239,7 @@ def _validate(options: ReconstructionOptions) -> None:
                          f"{ev.margin:g}: no height is searched beyond that margin, so it cannot be kept there. Use "
                          f"at most {ev.margin:g}, or raise both.")
     _number(ev.blunder_gap, "evidence.blunder_gap", 0.0, high=1000.0)
+    _number(ev.far_blunder_gap, "evidence.far_blunder_gap", 0.0, high=10000.0)
     _number(ev.edge_width, "evidence.edge_width", 0.0, low_inclusive=False, high=1000.0)
     _number(options.fill_max_distance, "fill_max_distance", 0.0, high=10000.0)
     _number(options.range_margin, "range_margin", 0.0)

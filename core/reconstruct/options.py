@@ -41,12 +41,22 @@ than ``fill_max_distance`` from every input point.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..vocabulary import DEFAULT_DESPECKLE, DEFAULT_KEEP_MARGIN, DEFAULT_SEARCH_MARGIN, FillMethod, Mode, Precision
+from ..errors import InputError
+from ..vocabulary import (
+    DEFAULT_DESPECKLE,
+    DEFAULT_FAR_BLUNDER_GAP,
+    DEFAULT_KEEP_MARGIN,
+    DEFAULT_SEARCH_MARGIN,
+    FillMethod,
+    Mode,
+    Precision,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,10 @@ class EvidenceOptions:
     # 5 x 5 cells is a blunder and bounds nothing. Not 0: the true top of a smooth hill or roof is
     # also its neighbourhood's highest cell, by up to a slope step.
     blunder_gap: float = 1.0
+    # Where a 5 x 5 block is too sparse for that test: a cell more than this below (above) every other
+    # cell within reach + radius bounds nothing either (evidence.py). 50 m: deeper than a street lying
+    # between roofs of up to ~15 storeys, so one point that sees such a street is kept. 0 = off.
+    far_blunder_gap: float = DEFAULT_FAR_BLUNDER_GAP
     edge_width: float = 4.0  # within this distance of the cloud's outer edge, blend towards the points' surface
     blend: bool = True  # False: keep the network's heights along the edge (still clamped)
 
@@ -175,3 +189,43 @@ class ReconstructionResult:
     width: int
     height: int
     stats: dict[str, float] = field(default_factory=dict)
+
+
+def with_overrides(options: ReconstructionOptions, overrides: dict[str, Any]) -> ReconstructionOptions:
+    """``options`` with dotted fields replaced, e.g. ``{"evidence.far_blunder_gap": 0.0}``: how a
+    validation or benchmark run asks for one setting other than the default without code.
+
+    A value takes the type of the field's current value (``"0"`` for a float field is 0.0). Unknown
+    names are refused with the names that exist there."""
+    for key, value in overrides.items():
+        options = _replace_path(options, key.split("."), value, key)
+    return options
+
+
+def _replace_path(obj: Any, path: list[str], value: Any, key: str) -> Any:
+    names = [f.name for f in dataclasses.fields(obj)]
+    if path[0] not in names:
+        raise InputError(f"Reconstruction option {key!r}: {type(obj).__name__} has no field {path[0]!r}. "
+                         f"Known: {', '.join(names)}.")
+    current = getattr(obj, path[0])
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise InputError(f"Reconstruction option {key!r}: {path[0]!r} has no fields.")
+        return dataclasses.replace(obj, **{path[0]: _replace_path(current, path[1:], value, key)})
+    return dataclasses.replace(obj, **{path[0]: _typed(current, value, key)})
+
+
+def _typed(current: Any, value: Any, key: str) -> Any:
+    if not isinstance(value, str) or current is None or isinstance(current, str):
+        return value
+    if isinstance(current, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+    elif isinstance(current, (int, float)):
+        try:
+            return type(current)(value)
+        except ValueError:
+            pass
+    raise InputError(f"Reconstruction option {key!r}: {value!r} is not a {type(current).__name__}.")

@@ -117,6 +117,35 @@ def test_a_blunder_cell_does_not_open_the_kept_range(tmp_path):
     assert opened.max() > truth.max() + 15.0  # a gap wider than the blunder: it bounds the pixels around it
 
 
+def _sparse_with_one_low_point(drop: float):
+    """One point every 4 m (a 5 x 5 block of 0.5 m cells holds only its own), the middle one ``drop`` m low."""
+    cloud, truth = pixel_scene(40.0, 40.0, RES)
+    xyz = cloud.xyz.reshape(truth.shape + (3,))[4::8, 4::8].reshape(-1, 3).copy()
+    i = np.argmin(np.hypot(xyz[:, 0] - xyz[:, 0].mean(), xyz[:, 1] - xyz[:, 1].mean()))
+    lowest_true = xyz[:, 2].min()
+    xyz[i, 2] -= drop
+    return type(cloud)(xyz=xyz, crs=cloud.crs, source="sparse"), lowest_true, float(xyz[i, 2])
+
+
+def test_a_far_outlier_in_a_sparse_cloud_does_not_sink_the_pixels_around_it(tmp_path):
+    cloud, lowest_true, _ = _sparse_with_one_low_point(200.0)
+    model = NearestPointModel()  # follows the nearest point: down to the outlier around it
+    dsm = read_dsm(_run(tmp_path, cloud, model, evidence=EvidenceOptions(blend=False)).dsm_path)
+    assert np.isfinite(dsm).all() and dsm.min() > lowest_true - 1.0
+    # Without the far rule nothing bounds it: the 5 x 5 test has no other cell to compare with.
+    sunk = read_dsm(_run(tmp_path, cloud, model, name="off.tif",
+                         evidence=EvidenceOptions(blend=False, far_blunder_gap=0.0)).dsm_path)
+    assert sunk.min() < lowest_true - 150.0
+
+
+def test_a_lone_low_point_nearer_than_the_far_gap_still_bounds_its_pixels(tmp_path):
+    # A street 20 m below the roofs, seen by one point of a sparse cloud, is evidence, not an outlier.
+    cloud, lowest_true, street = _sparse_with_one_low_point(20.0)
+    assert street < lowest_true - 10.0
+    dsm = read_dsm(_run(tmp_path, cloud, NearestPointModel(), evidence=EvidenceOptions(blend=False)).dsm_path)
+    assert abs(dsm.min() - street) < 0.1
+
+
 def test_blending_leaves_no_seam(tmp_path, scene):
     cloud, truth = scene
     # Each window sees the surface tilted by 2 m across its width: hard cuts would jump 1.5 m.

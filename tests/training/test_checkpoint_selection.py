@@ -175,3 +175,33 @@ def test_the_balanced_score_gives_the_real_sets_half_the_say():
     assert m["medae"] == 0.0 and m["mae"] == pytest.approx(0.2) and m["score"] == pytest.approx(0.2)
     assert m["groups"]["real"]["score"] == pytest.approx(2.0) and m["groups"]["synthetic"]["score"] == 0.0
     assert m["balanced"] == pytest.approx(1.0)
+
+
+def test_interpolated_weights_lie_between_the_two_networks(tmp_path):
+    """``interpolate_weights`` is the weight-wise line between two networks of one architecture: its
+    ends are the networks themselves, its middle their mean; it says what it is made of; another
+    architecture or a weight outside [0, 1] is refused in one line."""
+    from implicity.core.errors import InputError
+    from implicity.core.model import build_model, load_model_config
+    from implicity.core.model.checkpoint import read_checkpoint
+    from implicity.training.selection import interpolate_weights
+
+    cfg = load_model_config("implicity_0_lite.yaml")
+    torch.manual_seed(0)
+    a = save_checkpoint(tmp_path / "a.pt", build_model(cfg), training={"step": 250})
+    b = save_checkpoint(tmp_path / "b.pt", build_model(cfg), training={"step": 600})
+    sa, sb = load_model(a)[0].state_dict(), load_model(b)[0].state_dict()
+    for t in (0.0, 0.25, 1.0):
+        mixed = load_model(interpolate_weights(a, b, t, tmp_path / f"m{t}.pt"))[0].state_dict()
+        for k, v in sa.items():
+            expected = (1 - t) * v + t * sb[k] if v.is_floating_point() else v
+            torch.testing.assert_close(mixed[k], expected, atol=1e-6, rtol=0)
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)  # two different networks, not one twice
+    record = read_checkpoint(tmp_path / "m0.25.pt")["training"]
+    assert record["interpolated"] == {"a": "a.pt", "b": "b.pt", "t": 0.25, "steps": [250, 600]}
+    assert record["step"] is None  # no training step made this network
+    other = save_checkpoint(tmp_path / "o.pt", build_model(load_model_config("implicity_0_bilateral_lite.yaml")))
+    with pytest.raises(InputError, match="not the same network"):
+        interpolate_weights(a, other, 0.5, tmp_path / "x.pt")
+    with pytest.raises(InputError, match="from 0"):
+        interpolate_weights(a, b, 1.5, tmp_path / "y.pt")
