@@ -130,14 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _step(label: str) -> int | None:
-    from implicity.core.model.checkpoint import read_checkpoint
+    from implicity.training.selection import checkpoint_step
 
     path = Path(label)
-    if not path.is_file():
-        return None
-    training = read_checkpoint(path).get("training") or {}
-    step = training.get("step", training.get("steps"))  # exported resume states / the trainer's exports
-    return int(step) if step is not None else None
+    return checkpoint_step(path) if path.is_file() else None
 
 
 if __name__ == "__main__":

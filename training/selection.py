@@ -233,9 +233,18 @@ def interpolate_weights(a: Path, b: Path, t: float, out: Path) -> Path:
              for k, v in state_a.items()}
     net_a.load_state_dict(mixed)
     _config, training = describe_checkpoint(a)
-    steps = [(lambda r: r.get("step", r.get("steps")))(describe_checkpoint(p)[1]) for p in (a, b)]
-    record = {"a": a.name, "b": b.name, "t": float(t), "steps": steps}  # exported steps / a run's final step count
+    record = {"a": a.name, "b": b.name, "t": float(t), "steps": [checkpoint_step(a), checkpoint_step(b)]}
     return save_checkpoint(out, net_a, config, training={**training, "step": None, "interpolated": record})
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The training step a network checkpoint records: ``step`` (exported resume states, shipped
+    files), else ``steps`` (a run's own best.pt / final.pt); None for one no step made."""
+    from implicity.core.model.checkpoint import read_checkpoint
+
+    training = read_checkpoint(path).get("training") or {}
+    step = training.get("step", training.get("steps"))
+    return int(step) if step is not None else None
 
 
 #: Logit per decoder unit of height above the prior in :func:`prior_only`. The logit is linear in

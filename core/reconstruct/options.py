@@ -203,29 +203,38 @@ def with_overrides(options: ReconstructionOptions, overrides: dict[str, Any]) ->
 
 
 def _replace_path(obj: Any, path: list[str], value: Any, key: str) -> Any:
-    names = [f.name for f in dataclasses.fields(obj)]
-    if path[0] not in names:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if path[0] not in fields:
         raise InputError(f"Reconstruction option {key!r}: {type(obj).__name__} has no field {path[0]!r}. "
-                         f"Known: {', '.join(names)}.")
+                         f"Known: {', '.join(fields)}.")
     current = getattr(obj, path[0])
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise InputError(f"Reconstruction option {key!r}: {path[0]!r} has no fields.")
         return dataclasses.replace(obj, **{path[0]: _replace_path(current, path[1:], value, key)})
-    return dataclasses.replace(obj, **{path[0]: _typed(current, value, key)})
+    return dataclasses.replace(obj, **{path[0]: _typed(current, str(fields[path[0]].type), value, key)})
 
 
-def _typed(current: Any, value: Any, key: str) -> Any:
-    if not isinstance(value, str) or current is None or isinstance(current, str):
+def _typed(current: Any, annotation: str, value: Any, key: str) -> Any:
+    """``value`` as the field's type when given as text (a command-line NAME=VALUE)."""
+    if not isinstance(value, str) or isinstance(current, str):
         return value
-    if isinstance(current, bool):
+    if current is None:  # an optional number left to the mode's default: its annotation says which
+        if value.lower() == "none":
+            return None
+        kind: type = int if "int" in annotation and "float" not in annotation else float
+    else:
+        kind = type(current)
+    if kind is bool:
         if value.lower() in ("true", "1", "yes"):
             return True
         if value.lower() in ("false", "0", "no"):
             return False
-    elif isinstance(current, (int, float)):
+    elif kind in (int, float):
         try:
-            return type(current)(value)
+            return kind(value)
         except ValueError:
             pass
-    raise InputError(f"Reconstruction option {key!r}: {value!r} is not a {type(current).__name__}.")
+    else:
+        return value
+    raise InputError(f"Reconstruction option {key!r}: {value!r} is not a {kind.__name__}.")

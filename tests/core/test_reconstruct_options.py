@@ -14,6 +14,10 @@ def test_dotted_names_replace_nested_fields_and_take_the_fields_types():
     assert out.evidence.far_blunder_gap == 0.0 and isinstance(out.evidence.far_blunder_gap, float)
     assert out.evidence.blend is False and out.symmetries == 4 and out.fast_search.strategy == "bisection"
     assert out.window_stride == 32.0 and out.device == "cpu"
+    # optional numbers left to the mode's default take their annotated type from text
+    text = with_overrides(base, {"window_stride": "24", "batch_size": "4096", "overlap": "none"})
+    assert text.window_stride == 24.0 and text.batch_size == 4096 and isinstance(text.batch_size, int)
+    assert text.overlap is None
     # everything else, and the input, unchanged
     assert out.evidence.radius == EvidenceOptions().radius and base.evidence.far_blunder_gap > 0
     assert with_overrides(base, {}) == base
@@ -24,6 +28,7 @@ def test_dotted_names_replace_nested_fields_and_take_the_fields_types():
     ({"mode.x": 1}, ("mode.x", "has no fields")),
     ({"symmetries": "four"}, ("symmetries", "'four'", "int")),
     ({"evidence.blend": "maybe"}, ("evidence.blend", "bool")),
+    ({"window_stride": "wide"}, ("window_stride", "float")),
 ])
 def test_unknown_names_and_wrong_values_are_refused_with_what_exists(overrides, needles):
     with pytest.raises(InputError) as err:

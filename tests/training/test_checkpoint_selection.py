@@ -73,6 +73,37 @@ def test_a_broken_checkpoint_ranks_below_the_shipped_one(prepared, tmp_path, cap
 
 
 @pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
+def test_the_tool_scores_points_between_two_networks_and_options_other_than_the_default(prepared, tmp_path, capsys):
+    """``--between A B T`` adds (1 − T) · A + T · B as a candidate; ``--option NAME=VALUE`` reconstructs
+    every candidate with that setting (here: heights no longer kept near the points, which lets the
+    broken network's raised surface through); a name that does not exist is one line, exit 2."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import select_checkpoint
+
+    model, config = load_model(SHIPPED)
+    with torch.no_grad():
+        model.decoder.fc_out.bias += 6.0
+    broken = save_checkpoint(tmp_path / "broken.pt", model, config)
+    common = [str(broken), "--data", str(prepared), "--between", str(SHIPPED), str(broken), "0.5"]
+    assert select_checkpoint.main([*common, "--json", str(tmp_path / "kept.json")]) == 0
+    assert select_checkpoint.main([*common, "--json", str(tmp_path / "loose.json"), "--option",
+                                   "evidence.margin=1000", "--option", "evidence.keep_margin=1000"]) == 0
+    out = capsys.readouterr().out
+    assert "reconstructed with evidence.margin = 1000, evidence.keep_margin = 1000" in out
+    kept, loose = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("kept", "loose"))
+    between = next(k for k in kept if k.endswith(f"{SHIPPED.stem}-broken-t0.5.pt"))
+    assert np.isfinite(kept[between]["score"]) and kept[between]["step"] is None
+    assert loose[str(broken)]["mae"] > kept[str(broken)]["mae"] + 0.5
+    assert loose["baseline 3×3 median"] == kept["baseline 3×3 median"]  # the options are the model's only
+    assert select_checkpoint.main([str(SHIPPED), "--data", str(prepared), "--option", "evidence.far_gap=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evidence.far_gap" in err[0] and "far_blunder_gap" in err[0]
+
+
+@pytest.mark.skipif(SHIPPED is None, reason="no shipped ImpliCity-0 model in models/")
 def test_a_resume_state_exports_as_a_network_checkpoint(tmp_path):
     from implicity.training.trainer.checkpointing import save_train_state
 
