@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         GROUPS,
         export_resume_state,
         interpolate_weights,
+        parse_interpolation,
         prior_only,
         score_checkpoints,
     )
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                              "evidence.far_blunder_gap=0 (a ReconstructionOptions field, dotted; repeatable)")
     parser.add_argument("--between", nargs=3, action="append", default=[], metavar=("A", "B", "T"),
                         help="also score the network (1 - T) * A + T * B, weight by weight (two checkpoints of one "
-                             "architecture; training/selection.py interpolate_weights); repeatable")
+                             "architecture; training/selection.py interpolate_weights); T may also be given per part "
+                             "of the network, e.g. encoder=1,decoder=0; repeatable")
     parser.add_argument("--copy-best", type=Path, default=None, help="write the best checkpoint here (float16)")
     parser.add_argument("--prior-of", type=Path, action="append", default=[],
                         help="also score the surface prior of this checkpoint alone (never shipped)")
@@ -81,11 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             paths = [network(path) for path in args.checkpoints]
             for a, b, weight in args.between:
                 a, b = network(Path(a)), network(Path(b))
-                try:
-                    share = float(weight)
-                except ValueError:
-                    parser.error(f"--between {a} {b} {weight!r}: T must be a number from 0 to 1")
-                paths.append(interpolate_weights(a, b, share, Path(tmp) / f"{a.stem}-{b.stem}-t{share:g}.pt"))
+                share = parse_interpolation(weight)
+                tag = f"{share:g}" if isinstance(share, float) else "-".join(f"{k}{v:g}" for k, v in share.items())
+                paths.append(interpolate_weights(a, b, share, Path(tmp) / f"{a.stem}-{b.stem}-t{tag}.pt"))
             priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
             results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries,

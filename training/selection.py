@@ -208,20 +208,21 @@ def export_resume_state(resume: Path, like: Path, out: Path) -> Path:
     return save_checkpoint(out, model, config, training=training)
 
 
-def interpolate_weights(a: Path, b: Path, t: float, out: Path) -> Path:
+def interpolate_weights(a: Path, b: Path, t: float | dict[str, float], out: Path) -> Path:
     """The network ``(1 − t) · a + t · b``, weight by weight, with ``a``'s config and normalisation.
 
     Why: two checkpoints of one lineage (a run continued from a shipped model) often differ by a small
     move in weight space; the points between them are candidates too, which the validation split ranks
-    like any other (a "soup" of two). Both must be the same network; integer buffers are ``a``'s."""
+    like any other (a "soup" of two). ``t`` may also give each part of the network its own point,
+    ``{"encoder": 1.0, "decoder": 0.0}`` (the first name of the weights' keys; every part named), so
+    that one part can move while the other stays. Both must be the same network; integer buffers are
+    ``a``'s."""
     import torch
 
     from implicity.core.errors import InputError
     from implicity.core.model import load_model, save_checkpoint
     from implicity.core.model.checkpoint import describe_checkpoint
 
-    if not 0.0 <= t <= 1.0:
-        raise InputError(f"interpolation weight {t:g}: give a value from 0 ({a.name}) to 1 ({b.name}).")
     net_a, config = load_model(a, device="cpu")
     net_b, config_b = load_model(b, device="cpu")
     state_a, state_b = net_a.state_dict(), net_b.state_dict()
@@ -229,12 +230,36 @@ def interpolate_weights(a: Path, b: Path, t: float, out: Path) -> Path:
             state_a[k].shape != state_b[k].shape for k in state_a):
         raise InputError(f"{a} and {b} are not the same network; only checkpoints of one architecture "
                          "(the same model config) can be interpolated.")
-    mixed = {k: torch.lerp(v.float(), state_b[k].float(), t).to(v.dtype) if v.is_floating_point() else v
-             for k, v in state_a.items()}
+    parts = sorted({k.split(".")[0] for k in state_a})
+    weights = dict(t) if isinstance(t, dict) else {part: float(t) for part in parts}
+    if sorted(weights) != parts:
+        raise InputError(f"interpolation weights for {', '.join(sorted(weights))}: give one for each part of "
+                         f"the network ({', '.join(parts)}), or one number for all.")
+    for part, w in weights.items():
+        if not 0.0 <= w <= 1.0:
+            raise InputError(f"interpolation weight {w:g} ({part}): give a value from 0 ({a.name}) to 1 ({b.name}).")
+    mixed = {k: torch.lerp(v.float(), state_b[k].float(), weights[k.split(".")[0]]).to(v.dtype)
+             if v.is_floating_point() else v for k, v in state_a.items()}
     net_a.load_state_dict(mixed)
     _config, training = describe_checkpoint(a)
-    record = {"a": a.name, "b": b.name, "t": float(t), "steps": [checkpoint_step(a), checkpoint_step(b)]}
+    shared = set(weights.values())
+    record = {"a": a.name, "b": b.name, "t": shared.pop() if len(shared) == 1 else weights,
+              "steps": [checkpoint_step(a), checkpoint_step(b)]}
     return save_checkpoint(out, net_a, config, training={**training, "step": None, "interpolated": record})
+
+
+def parse_interpolation(text: str) -> float | dict[str, float]:
+    """``"0.25"`` → 0.25; ``"encoder=1,decoder=0"`` → {"encoder": 1.0, "decoder": 0.0} (``--between``)."""
+    from implicity.core.errors import InputError
+
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise InputError(f"interpolation weight {text!r}: give a number from 0 to 1, or PART=T,PART=T "
+                         "(e.g. encoder=1,decoder=0).") from None
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -236,3 +236,28 @@ def test_interpolated_weights_lie_between_the_two_networks(tmp_path):
         interpolate_weights(a, other, 0.5, tmp_path / "x.pt")
     with pytest.raises(InputError, match="from 0"):
         interpolate_weights(a, b, 1.5, tmp_path / "y.pt")
+
+
+def test_each_part_of_the_network_can_take_its_own_point_on_the_line(tmp_path):
+    """``{"encoder": 1, "decoder": 0}`` takes the encoder from b and the decoder from a; the record says
+    so; every part must be named; ``parse_interpolation`` reads the tool's text for both forms."""
+    from implicity.core.errors import InputError
+    from implicity.core.model import build_model, load_model_config
+    from implicity.core.model.checkpoint import read_checkpoint
+    from implicity.training.selection import interpolate_weights, parse_interpolation
+
+    cfg = load_model_config("implicity_0_lite.yaml")
+    torch.manual_seed(0)
+    a = save_checkpoint(tmp_path / "a.pt", build_model(cfg))
+    b = save_checkpoint(tmp_path / "b.pt", build_model(cfg))
+    sa, sb = load_model(a)[0].state_dict(), load_model(b)[0].state_dict()
+    weights = parse_interpolation("encoder=1, decoder=0")
+    assert weights == {"encoder": 1.0, "decoder": 0.0} and parse_interpolation("0.5") == 0.5
+    mixed = load_model(interpolate_weights(a, b, weights, tmp_path / "m.pt"))[0].state_dict()
+    for k, v in mixed.items():
+        torch.testing.assert_close(v, (sb if k.startswith("encoder.") else sa)[k], atol=1e-6, rtol=0)
+    assert read_checkpoint(tmp_path / "m.pt")["training"]["interpolated"]["t"] == {"encoder": 1.0, "decoder": 0.0}
+    with pytest.raises(InputError, match="each part"):
+        interpolate_weights(a, b, {"encoder": 1.0}, tmp_path / "x.pt")
+    with pytest.raises(InputError, match="PART=T"):
+        parse_interpolation("encoder=one")
