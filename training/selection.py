@@ -226,10 +226,14 @@ def interpolate_weights(a: Path, b: Path, t: float | dict[str, float], out: Path
     net_a, config = load_model(a, device="cpu")
     net_b, config_b = load_model(b, device="cpu")
     state_a, state_b = net_a.state_dict(), net_b.state_dict()
-    if config_b != config or state_a.keys() != state_b.keys() or any(
-            state_a[k].shape != state_b[k].shape for k in state_a):
+    if state_a.keys() != state_b.keys() or any(state_a[k].shape != state_b[k].shape for k in state_a):
         raise InputError(f"{a} and {b} are not the same network; only checkpoints of one architecture "
                          "(the same model config) can be interpolated.")
+    if config_b != config:  # e.g. orthos normalised with other statistics: the weights expect other inputs
+        da, db = config.to_dict(), config_b.to_dict()
+        differ = sorted(k for k in {*da, *db} if da.get(k) != db.get(k))
+        raise InputError(f"{a} and {b} differ in their model config ({', '.join(differ)}); only checkpoints "
+                         "with the same config can be interpolated.")
     parts = sorted({k.split(".")[0] for k in state_a})
     weights = dict(t) if isinstance(t, dict) else {part: float(t) for part in parts}
     if sorted(weights) != parts:

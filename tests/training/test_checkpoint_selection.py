@@ -234,6 +234,11 @@ def test_interpolated_weights_lie_between_the_two_networks(tmp_path):
     other = save_checkpoint(tmp_path / "o.pt", build_model(load_model_config("implicity_0_bilateral_lite.yaml")))
     with pytest.raises(InputError, match="not the same network"):
         interpolate_weights(a, other, 0.5, tmp_path / "x.pt")
+    import dataclasses
+
+    renormed = save_checkpoint(tmp_path / "n.pt", build_model(cfg), dataclasses.replace(cfg, z_std=cfg.z_std * 2))
+    with pytest.raises(InputError, match=r"differ in their model config \(z_std\)"):
+        interpolate_weights(a, renormed, 0.5, tmp_path / "z.pt")
     with pytest.raises(InputError, match="from 0"):
         interpolate_weights(a, b, 1.5, tmp_path / "y.pt")
 
