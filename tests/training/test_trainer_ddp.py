@@ -32,6 +32,7 @@ def _worker(rank: int, port: int, root: str) -> None:
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
+    ended = False
     try:
         base = Path(root)
         for name in ("full", "cut", "resumed"):
@@ -46,8 +47,9 @@ def _worker(rank: int, port: int, root: str) -> None:
             else:
                 t.fit(resume=True)
             torch.save(t.module.state_dict(), base / f"{name}_rank{rank}.pt")
+        ended = True
     finally:
-        shutdown_distributed(ctx)
+        shutdown_distributed(ctx, wait_for_others=ended)
 
 
 def _ddp_trainer(out: Path, ctx):

@@ -161,6 +161,9 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
             print(f"zero_init: {zeroed} tensors set to 0 ({', '.join(config.zero_init)})")
         trainer = Trainer(config, model, model_config, train, val, ctx=ctx,
                           progress_bar=progress_bar and ctx.is_main)
-        return trainer.fit(resume=resume)
-    finally:
-        shutdown_distributed(ctx)
+        summary = trainer.fit(resume=resume)
+    except BaseException:
+        shutdown_distributed(ctx, wait_for_others=False)
+        raise
+    shutdown_distributed(ctx)
+    return summary
