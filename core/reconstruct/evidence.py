@@ -70,7 +70,7 @@ def _halo_px(res: float, options: EvidenceOptions, reach: float) -> int:
     r_px = max(1, math.ceil(options.radius / res - 1e-9))
     far_px = math.ceil((reach + options.radius) / res - 1e-9)
     # The envelope of a hole pixel looks far_px away, and a cell there is tested against cells as far
-    # again (_drop_far_extremes). The closing that tells holes from the outside looks 2 x the reach
+    # again (_robust_cells). The closing that tells holes from the outside looks 2 x the reach
     # away, plus the edge width.
     edge_px = math.ceil((2 * max(reach, 2.0) + options.edge_width) / res - 1e-9) + 1
     return max(2 * far_px if options.far_blunder_gap > 0 else far_px + r_px, edge_px)
@@ -79,35 +79,33 @@ def _halo_px(res: float, options: EvidenceOptions, reach: float) -> int:
 LONE_CELLS = 5  # a cell far below (above) all others of its 5 x 5 cells is left out
 
 
-def _drop_lone_extremes(values: np.ndarray, has: np.ndarray, size: int, low: bool, gap: float) -> np.ndarray:
-    """``values`` with each cell removed (±inf) that is the single extreme of its own neighbourhood
-    of ``size`` × ``size`` cells holding at least three values, by more than ``gap`` — a blunder,
-    not the top of a smooth roof or the bottom of a slope."""
-    fill = np.inf if low else -np.inf
-    v = np.where(has, values, fill)
-    ring = np.ones((size, size), bool)
-    ring[size // 2, size // 2] = False  # the extreme of the *other* cells (much faster than a rank filter)
-    others = (ndimage.minimum_filter if low else ndimage.maximum_filter)(v, footprint=ring, mode="constant",
-                                                                          cval=fill)
-    count = ndimage.uniform_filter(has.astype(np.float64), size=size, mode="constant") * size * size
-    with np.errstate(invalid="ignore"):
-        lone = has & ((v < others - gap) if low else (v > others + gap)) & (count > 2.5)
-    return np.where(lone, fill, v)
-
-
-def _drop_far_extremes(values: np.ndarray, half: int, low: bool, gap: float) -> np.ndarray:
+def _drop_extremes(values: np.ndarray, half: int, low: bool, gap: float, min_cells: int) -> np.ndarray:
     """``values`` (±inf = no cell) with each cell removed that lies more than ``gap`` below (above)
-    every other cell of its (2 ``half`` + 1)² square holding at least three other cells."""
-    if gap <= 0 or half < 1 or not np.isfinite(values).any():
-        return values
+    every other cell of its (2 ``half`` + 1)² square, where that square holds at least ``min_cells``
+    cells (itself included) — a blunder, not the top of a smooth roof or the bottom of a slope."""
     fill = np.inf if low else -np.inf
     finite = np.isfinite(values)
+    if not finite.any():
+        return values
     others = _ring_extreme(values, half, low)
     size = 2 * half + 1
     count = np.rint(ndimage.uniform_filter(finite.astype(np.float64), size=size, mode="constant") * size * size)
     with np.errstate(invalid="ignore"):
-        far = finite & (count - 1 >= 3) & ((values < others - gap) if low else (values > others + gap))
-    return np.where(far, fill, values)
+        drop = finite & (count >= min_cells) & ((values < others - gap) if low else (values > others + gap))
+    return np.where(drop, fill, values)
+
+
+def _robust_cells(values: np.ndarray, has: np.ndarray, low: bool, options: EvidenceOptions,
+                  far_half: int) -> np.ndarray:
+    """Per-cell lowest (highest) heights without blunders (±inf where none): a cell more than
+    ``blunder_gap`` beyond every other of its 5 × 5 cells (three at least), then, where that block is
+    too sparse to tell, one more than ``far_blunder_gap`` beyond every other cell within ``far_half``
+    cells (four at least; 0 = off)."""
+    v = _drop_extremes(np.where(has, values, np.inf if low else -np.inf), LONE_CELLS // 2, low,
+                       options.blunder_gap, min_cells=3)
+    if options.far_blunder_gap > 0 and far_half >= 1:
+        v = _drop_extremes(v, far_half, low, options.far_blunder_gap, min_cells=4)
+    return v
 
 
 def _ring_extreme(values: np.ndarray, half: int, low: bool) -> np.ndarray:
@@ -176,10 +174,8 @@ def window_evidence(points: np.ndarray, grid: GridSpec, r0: int, c0: int, shape:
         return Evidence(nan, nan.copy(), np.zeros(h * w), nan.copy(), np.zeros(h * w, bool))
     k = 2 * max(1, math.ceil(options.radius / res - 1e-9)) + 1
     far_half = math.ceil((reach + options.radius) / res - 1e-9)
-    lo_cells = _drop_far_extremes(_drop_lone_extremes(zmin, has, LONE_CELLS, low=True, gap=options.blunder_gap),
-                                  far_half, low=True, gap=options.far_blunder_gap)
-    hi_cells = _drop_far_extremes(_drop_lone_extremes(zmax, has, LONE_CELLS, low=False, gap=options.blunder_gap),
-                                  far_half, low=False, gap=options.far_blunder_gap)
+    lo_cells = _robust_cells(zmin, has, True, options, far_half)
+    hi_cells = _robust_cells(zmax, has, False, options, far_half)
     k_far = 2 * far_half + 1
     lo = ndimage.minimum_filter(lo_cells, size=k, mode="constant", cval=np.inf)[core]
     hi = ndimage.maximum_filter(hi_cells, size=k, mode="constant", cval=-np.inf)[core]
