@@ -129,38 +129,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from .engine import reconstruct_dsm
-    from .options import ReconstructionInputs, ReconstructionOptions
+    from .options import ReconstructionInputs, ReconstructionOptions, with_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    fast = ReconstructionOptions().fast_search
-    if args.final_step is not None:
-        fast = dataclasses.replace(fast, final_step=args.final_step)
-    evidence = ReconstructionOptions().evidence
-    if args.search_margin is not None:
-        evidence = dataclasses.replace(evidence, margin=args.search_margin)
-    if args.keep_margin is not None:
-        evidence = dataclasses.replace(evidence, keep_margin=args.keep_margin)
-    if args.blunder_gap is not None:
-        evidence = dataclasses.replace(evidence, blunder_gap=args.blunder_gap)
-    if args.far_blunder_gap is not None:
-        evidence = dataclasses.replace(evidence, far_blunder_gap=args.far_blunder_gap)
-    if args.search_radius is not None:
-        evidence = dataclasses.replace(evidence, radius=args.search_radius)
-    if args.edge_width is not None:
-        evidence = dataclasses.replace(evidence, edge_width=args.edge_width)
-    if args.no_edge_blend:
-        evidence = dataclasses.replace(evidence, blend=False)
-    options = ReconstructionOptions(
-        mode=args.mode, device=args.device, window_stride=args.stride, overlap=args.overlap, fast_search=fast,
-        evidence=evidence, adaptive_range=args.adaptive_range, batch_size=args.batch_size, fill=args.fill,
+    # The flags of nested options, by their dotted names (the same names as PARAMETER_FLAGS).
+    nested = {"fast_search.final_step": args.final_step, "evidence.margin": args.search_margin,
+              "evidence.keep_margin": args.keep_margin, "evidence.blunder_gap": args.blunder_gap,
+              "evidence.far_blunder_gap": args.far_blunder_gap, "evidence.radius": args.search_radius,
+              "evidence.edge_width": args.edge_width, "evidence.blend": False if args.no_edge_blend else None}
+    options = with_overrides(ReconstructionOptions(
+        mode=args.mode, device=args.device, window_stride=args.stride, overlap=args.overlap,
+        adaptive_range=args.adaptive_range, batch_size=args.batch_size, fill=args.fill,
         threads=int(args.threads) if str(args.threads).isdigit() else args.threads,
         fill_max_distance=args.fill_max_distance, precision=args.precision, max_pixels=args.max_pixels,
         min_ortho_coverage=args.min_ortho_coverage,
         despeckle=DEFAULT_DESPECKLE if args.despeckle is None else args.despeckle, symmetries=args.symmetries,
-    )
+    ), {name: value for name, value in nested.items() if value is not None})
     model = args.model
     if model is None:
         from ..errors import InputError
