@@ -11,6 +11,7 @@ from .vocabulary import (
     DEFAULT_MAX_SHIFT,
     DEFAULT_REFERENCE_FILL_MAX_DISTANCE,
     DEFAULT_STATISTIC,
+    DEFAULT_STEP_HEIGHT,
     FILL_METHODS,
     STATISTICS,
 )
@@ -101,6 +102,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         args.dsm, args.reference, building_mask=args.building_mask, extra_masks=_parse_masks(args.mask),
         residual_out=args.residual_out, json_out=args.json, html_out=args.html,
         building_dilation_px=args.building_dilation, coregister=args.coregister, max_shift=args.max_shift,
+        with_step_regions=args.step_regions, step_height=args.step_height,
     )
     print(f"DSM:       {args.dsm}\nReference: {args.reference}\n")
     print(report.as_table())
@@ -168,8 +170,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "taking the residual, and report that shift (separates a displaced whole from shape errors).")
     p.add_argument("--max-shift", type=float, default=DEFAULT_MAX_SHIFT, metavar="D",
                    help=f"Largest horizontal shift searched by --coregister, in map units (default {DEFAULT_MAX_SHIFT:g}).")
+    p.add_argument("--step-regions", action="store_true",
+                   help="Also report the reference's height steps: their top, their foot (within 2 px of a jump "
+                        "of more than --step-height between neighbouring pixels) and the pixels off steps.")
+    p.add_argument("--step-height", type=float, default=DEFAULT_STEP_HEIGHT, metavar="H",
+                   help=f"Smallest jump that makes a height step, in height units (default {DEFAULT_STEP_HEIGHT:g}).")
     p.set_defaults(run=_run_evaluate, parameter_flags={
         "dsm_path": "--dsm", "reference_path": "--reference", "json_out": "--json", "html_out": "--html",
-        "building_dilation_px": "--building-dilation", "extra_masks": "--mask", "max_shift": "--max-shift"})
+        "building_dilation_px": "--building-dilation", "extra_masks": "--mask", "max_shift": "--max-shift",
+        "with_step_regions": "--step-regions", "step_height": "--step-height"})
 
 

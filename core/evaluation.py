@@ -3,7 +3,11 @@
 Residual r = DSM − reference on the reference's grid (the DSM is resampled onto it when grids
 differ), where both are valid. Regions: overall; building = the building mask dilated by 2 px
 (as in the paper, so facade pixels count as building); terrain = not building; plus any extra
-masks. NMAD uses the standard definition 1.4826·median(|r − median(r)|). With ``coregister`` the DSM is
+masks; with ``step_regions``, the reference's height steps: *step top* and *step foot* (pixels
+within 2 px of a jump of more than ``step_height`` between neighbours, above or below the middle
+of their neighbourhood's range) and *off steps* (the rest). Gridding a stereo cloud errs at the
+foot (fattened edges), a network that undoes fattening risks cutting the top; the overall MAE hides
+which. NMAD uses the standard definition 1.4826·median(|r − median(r)|). With ``coregister`` the DSM is
 first moved by the shift that best matches the reference (:mod:`.coregistration`), the way
 accuracy reports separate a DSM's shape from a displacement of the whole; the shift is reported.
 """
@@ -21,7 +25,7 @@ from .coregistration import Coregistration, estimate_shift, shift_dsm
 from .errors import InputError, param
 from .outputs import check_output_path, write_text_atomic
 from .raster import GEOTIFF_SUFFIXES, GridSpec, RasterReader, grid_of, write_geotiff
-from .vocabulary import DEFAULT_MAX_SHIFT
+from .vocabulary import DEFAULT_MAX_SHIFT, DEFAULT_STEP_HEIGHT, STEP_REACH_PX
 
 NMAD_SCALE = 1.4826
 
@@ -118,6 +122,28 @@ def _resampling_for(path: str | os.PathLike[str], grid: GridSpec) -> str:
     return "nearest" if same else "bilinear"
 
 
+def step_regions(reference: np.ndarray, step_height: float = DEFAULT_STEP_HEIGHT,
+                 reach_px: int = STEP_REACH_PX) -> dict[str, np.ndarray]:
+    """{"step top", "step foot", "off steps"}: boolean masks over the finite pixels of ``reference``.
+
+    A step is a jump of more than ``step_height`` within a pixel's 3 x 3 neighbourhood; pixels within
+    ``reach_px`` of one are its top where they lie at or above the middle of the highest and lowest
+    height within ``reach_px + 1`` pixels, else its foot."""
+    finite = np.isfinite(reference)
+    hi = ndimage.maximum_filter(np.where(finite, reference, -np.inf), size=3, mode="nearest")
+    lo = ndimage.minimum_filter(np.where(finite, reference, np.inf), size=3, mode="nearest")
+    with np.errstate(invalid="ignore"):
+        jump = finite & (hi - lo > step_height)
+    near = finite & (ndimage.binary_dilation(jump, structure=np.ones((3, 3), bool), iterations=reach_px)
+                     if reach_px > 0 else jump)
+    size = 2 * reach_px + 3
+    top_h = ndimage.maximum_filter(np.where(finite, reference, -np.inf), size=size, mode="nearest")
+    low_h = ndimage.minimum_filter(np.where(finite, reference, np.inf), size=size, mode="nearest")
+    with np.errstate(invalid="ignore"):
+        upper = reference >= (top_h + low_h) / 2
+    return {"step top": near & upper, "step foot": near & ~upper, "off steps": finite & ~near}
+
+
 def evaluate_dsm(
     dsm_path: str | os.PathLike[str],
     reference_path: str | os.PathLike[str],
@@ -129,8 +155,12 @@ def evaluate_dsm(
     building_dilation_px: int = 2,
     coregister: bool = False,
     max_shift: float = DEFAULT_MAX_SHIFT,
+    with_step_regions: bool = False,
+    step_height: float = DEFAULT_STEP_HEIGHT,
 ) -> EvaluationReport:
     """Compare ``dsm_path`` with ``reference_path`` and optionally write residual/JSON/HTML.
+
+    ``with_step_regions``: also report the reference's height steps (:func:`step_regions`).
 
     ``coregister``: move the DSM by the shift (within ``max_shift`` map units horizontally) that
     best matches the reference before taking the residual.
@@ -138,6 +168,9 @@ def evaluate_dsm(
     if isinstance(building_dilation_px, bool) or not isinstance(building_dilation_px, int) or building_dilation_px < 0:
         raise InputError(f"{param('building_dilation_px')} must be a whole number of pixels >= 0, "
                          f"got {building_dilation_px}.")
+    if with_step_regions and not (isinstance(step_height, (int, float)) and np.isfinite(step_height)
+                                  and step_height > 0):
+        raise InputError(f"{param('step_height')} must be a height difference > 0 (map units), got {step_height!r}.")
     inputs = [dsm_path, reference_path, building_mask, *(extra_masks or {}).values()]
     if residual_out is not None:
         residual_out = check_output_path(residual_out, inputs, "residual_out", GEOTIFF_SUFFIXES)
@@ -179,6 +212,8 @@ def evaluate_dsm(
     for name, path in (extra_masks or {}).items():
         mask = _read_on(path, grid, f"mask '{name}'", "nearest")
         regions[name] = valid & (np.nan_to_num(mask, nan=0.0) > 0.5)
+    if with_step_regions:
+        regions.update({name: valid & m for name, m in step_regions(ref, step_height).items()})
     report = EvaluationReport(dsm=str(dsm_path), reference=str(reference_path), coregistration=shift,
                               regions={k: Metrics.of(residual[m]) for k, m in regions.items()})
     if residual_out is not None:
@@ -190,4 +225,4 @@ def evaluate_dsm(
     return report
 
 
-__all__ = ["Metrics", "EvaluationReport", "evaluate_dsm"]
+__all__ = ["Metrics", "EvaluationReport", "evaluate_dsm", "step_regions"]

@@ -75,6 +75,11 @@ SYMMETRY_COUNTS = (1, 2, 4, 8)
 #: ``evaluate --coregister``: the largest horizontal shift searched (map units), a few times the
 #: planimetric error of a stereo DSM's orientation.
 DEFAULT_MAX_SHIFT = 2.0
+#: ``evaluate --step-regions``: a height step is a jump of more than this (height units) between
+#: neighbouring reference pixels; pixels within ``STEP_REACH_PX`` of one are split into the step's
+#: top and foot. 1.5 m: a storey is ~3 m, kerbs and low walls stay off steps.
+DEFAULT_STEP_HEIGHT = 1.5
+STEP_REACH_PX = 2
 
 
 def choice_list(choices: tuple[str, ...]) -> str:

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from implicity.core.errors import InputError
+from implicity.core.vocabulary import DEFAULT_STEP_HEIGHT
 
 #: The training configs' held-out degradation variant (see training/configs/*_robust_lite.yaml).
 HELD_OUT_VARIANTS = ("fattening:max_mean",)
@@ -239,7 +240,8 @@ def run_methods(cloud: Path, prepared: PreparedScene, models: dict[str, Path], f
                                              orthos=tuple(prepared.orthos[:n_images]), extent=extent),
                         ReconstructionOptions(device=device, symmetries=(symmetries or {}).get(method, 1)))
         log(f"    {method}: {time.perf_counter() - t0:.1f} s")
-    return {m: {"plain": evaluate_dsm(p, prepared.reference, building_mask=prepared.building).to_dict(),
+    return {m: {"plain": evaluate_dsm(p, prepared.reference, building_mask=prepared.building,
+                                      with_step_regions=True).to_dict(),
                 "coregistered": evaluate_dsm(p, prepared.reference, building_mask=prepared.building,
                                              coregister=True, max_shift=COREGISTRATION_MAX_SHIFT).to_dict()}
             for m, p in dsms.items()}
@@ -327,6 +329,7 @@ def markdown(results: dict[str, Any]) -> str:
               "The legacy simulator draws no displacement (—)."]
     if any(entry.get("drawn") for entry in results["sets"].values()):
         lines += ["", *_drawn_table(results)]
+    lines += _step_table(results)
     if "coregistered_targets" in results:
         lines += ["", "## After co-registration (diagnostic)", "",
                   "Every DSM moved first by the shift that best matches the reference (`implicity evaluate "
@@ -344,6 +347,33 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {where} |")
         lines += ["", *_target_table(results["coregistered_targets"], floor=False)]
     return "\n".join(lines)
+
+
+def _step_table(results: dict[str, Any]) -> list[str]:
+    """MAE on the reference's height steps (top, foot) and off them, per set and method: where the
+    overall MAE is won and lost (``evaluate --step-regions``); empty for results without them."""
+    regions = ("step top", "step foot", "off steps")
+    sets = {n: e for n, e in results["sets"].items()
+            if all(r in e["methods"][next(iter(e["methods"]))]["regions"] for r in regions)}
+    if not sets:
+        return []
+    methods = list(next(iter(sets.values()))["methods"])
+    lines = ["", "## Height steps (diagnostic)", "",
+             "MAE in metres at the top of the reference's height steps / at their foot / off steps "
+             "(`implicity evaluate --step-regions`: pixels within 2 px of a jump of more than "
+             f"{DEFAULT_STEP_HEIGHT:g} m between neighbours), and the share of pixels in each. Gridding errs at "
+             "the foot (fattened edges); a model that undoes fattening can err at the top (roofs and crowns "
+             "cut down). The MAE target is decided by both.", "",
+             "| held-out set | share top / foot / off | " + " | ".join(methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for name, entry in sets.items():
+        reports = entry["methods"]
+        first = next(iter(reports.values()))["regions"]
+        total = sum(first[r]["count"] for r in regions) or 1
+        share = " / ".join(f"{first[r]['count'] / total:.2f}" for r in regions)
+        cells = [" / ".join(f"{_metric(r, region, 'mae'):.2f}" for region in regions) for r in reports.values()]
+        lines.append(f"| {name} | {share} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _drawn_cells(d: dict[str, Any]) -> list[str]:

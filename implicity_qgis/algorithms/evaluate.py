@@ -16,7 +16,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ...core.vocabulary import DEFAULT_MAX_SHIFT
+from ...core.vocabulary import DEFAULT_MAX_SHIFT, DEFAULT_STEP_HEIGHT
 from ..styling import attach_style
 from .common import ImpliCityAlgorithm, advanced, raster_path
 
@@ -47,6 +47,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     DILATION = "BUILDING_DILATION"
     COREGISTER = "COREGISTER"
     MAX_SHIFT = "MAX_SHIFT"
+    STEP_REGIONS = "STEP_REGIONS"
+    STEP_HEIGHT = "STEP_HEIGHT"
     RESIDUAL = "RESIDUAL"
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_JSON = "OUTPUT_JSON"
@@ -54,7 +56,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
     GROUP_ID = "evaluation"
     LABELS = {"residual_out": "'Residual'", "json_out": "'Metrics (JSON)'", "html_out": "'Metrics report (HTML)'",
               "building_dilation_px": "'Building dilation'", "dsm_path": "'DSM'", "reference_path": "'Reference DSM'",
-              "building_mask": "'Building mask'", "max_shift": "'Largest horizontal shift'"}
+              "building_mask": "'Building mask'", "max_shift": "'Largest horizontal shift'",
+              "step_height": "'Smallest height step'"}
 
     def name(self) -> str:
         return "evaluatedsm"
@@ -79,6 +82,11 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             "reports, and returned as outputs.<br>"
             "<b>Largest horizontal shift</b> (advanced): how far the co-registration searches, in map units "
             f"({DEFAULT_MAX_SHIFT:g}).<br>"
+            "<b>Also report height steps</b> (advanced): adds <i>step top</i> and <i>step foot</i> (pixels within "
+            "2 px of a jump of more than the smallest height step between neighbouring reference pixels, above "
+            "or below the middle of their neighbourhood's range) and <i>off steps</i>: where a DSM errs at edges, "
+            "on roofs cut down or on fattened feet, which the overall numbers hide.<br>"
+            f"<b>Smallest height step</b> (advanced): in height units ({DEFAULT_STEP_HEIGHT:g}).<br>"
             "<b>Residual</b>: float32 GeoTIFF of r on the reference grid (blue = DSM too low, red = too high).<br>"
             "<b>Metrics report (HTML)</b> and <b>Metrics (JSON)</b>: per region COUNT, MAE, RMSE, MedAE = "
             "median |r|, NMAD = 1.4826·median(|r − median r|), bias = mean r, in the DSM's height units. "
@@ -96,6 +104,11 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.MAX_SHIFT, "Largest horizontal shift (map units)", QgsProcessingParameterNumber.Double,
             DEFAULT_MAX_SHIFT, minValue=0.0)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.STEP_REGIONS, "Also report height steps (top, foot, off steps)", defaultValue=False)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.STEP_HEIGHT, "Smallest height step", QgsProcessingParameterNumber.Double,
+            DEFAULT_STEP_HEIGHT, minValue=0.01)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.RESIDUAL, "Residual (DSM − reference)"))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, "Metrics report (HTML)", "HTML files (*.html)", optional=True))
@@ -135,6 +148,8 @@ class EvaluateDsmAlgorithm(ImpliCityAlgorithm):
             building_dilation_px=self.parameterAsInt(parameters, self.DILATION, context),
             coregister=self.parameterAsBool(parameters, self.COREGISTER, context),
             max_shift=self.parameterAsDouble(parameters, self.MAX_SHIFT, context),
+            with_step_regions=self.parameterAsBool(parameters, self.STEP_REGIONS, context),
+            step_height=self.parameterAsDouble(parameters, self.STEP_HEIGHT, context),
         )
         feedback.setProgress(100)
         feedback.pushInfo(f"DSM: {report.dsm}\nReference: {report.reference}\n\n" + report.as_table())

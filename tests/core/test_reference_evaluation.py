@@ -79,6 +79,31 @@ def test_evaluate_regions_and_outputs(tmp_path):
     assert dil.regions["building"].count == 81
 
 
+def test_step_regions_split_a_fattened_and_a_cut_building(tmp_path):
+    """A 12 m block on flat ground. A DSM fattened by 1 px errs only at the step's foot, one with the
+    roof's outer ring cut down to the ground only at its top; far from the block both are exact, and
+    the overall MAE alone cannot tell the two apart."""
+    g = GridSpec.from_bounds(0, 0, 30, 30, 1.0, CRS_L93)
+    ref = np.full(g.shape, 10.0, np.float32)
+    ref[10:20, 10:20] = 22.0
+    fattened, cut = ref.copy(), ref.copy()
+    fattened[9:21, 9:21] = 22.0
+    cut[10:20, 10:20] = 10.0
+    cut[11:19, 11:19] = 22.0
+    paths = {n: _write(tmp_path, f"{n}.tif", a, g) for n, a in (("ref", ref), ("fat", fattened), ("cut", cut))}
+    fat = evaluate_dsm(paths["fat"], paths["ref"], with_step_regions=True).regions
+    cut_ = evaluate_dsm(paths["cut"], paths["ref"], with_step_regions=True).regions
+    assert fat["step top"].mae == 0 and fat["step foot"].mae > 0 and fat["step foot"].bias > 0
+    assert cut_["step foot"].mae == 0 and cut_["step top"].mae > 0 and cut_["step top"].bias < 0
+    assert fat["off steps"].mae == 0 == cut_["off steps"].mae
+    total = fat["step top"].count + fat["step foot"].count + fat["off steps"].count
+    assert total == fat["overall"].count == 900
+    assert fat["step top"].count == 10 * 10 - 4 * 4      # the roof's ring within 2 px of its edge
+    assert "step top" not in evaluate_dsm(paths["fat"], paths["ref"]).regions  # only when asked
+    with pytest.raises(InputError, match="step_height"):
+        evaluate_dsm(paths["fat"], paths["ref"], with_step_regions=True, step_height=0.0)
+
+
 def test_evaluate_resamples_other_grid_and_refuses_no_overlap(tmp_path):
     g = GridSpec.from_bounds(0, 0, 20, 20, 1.0, CRS_L93)
     ref = _write(tmp_path, "ref.tif", np.full(g.shape, 10.0, np.float32), g)

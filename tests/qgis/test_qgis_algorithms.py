@@ -104,6 +104,17 @@ def test_evaluate_can_coregister_first_and_returns_the_shift(delft_outputs, feed
     assert "Co-registered" in "\n".join(feedback_log.lines)
 
 
+def test_evaluate_can_split_by_height_steps(delft_outputs):
+    out = delft_outputs["dir"]
+    _run("evaluatedsm", {"DSM": delft_outputs["base"], "REFERENCE": delft_outputs["ref"], "STEP_REGIONS": True,
+                         "STEP_HEIGHT": 2.0, "RESIDUAL": str(out / "res_steps.tif"),
+                         "OUTPUT_JSON": str(out / "steps.json")})
+    regions = json.loads((out / "steps.json").read_text())["regions"]
+    assert set(regions) == {"overall", "step top", "step foot", "off steps"}
+    assert sum(regions[r]["count"] for r in ("step top", "step foot", "off steps")) == regions["overall"]["count"]
+    assert min(regions[r]["count"] for r in ("step top", "step foot", "off steps")) > 0  # Delft has buildings
+
+
 def test_evaluate_pushes_the_metrics_table_to_the_log(delft_outputs, feedback_log):
     import processing
 

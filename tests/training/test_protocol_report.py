@@ -125,3 +125,19 @@ def test_a_set_whose_surface_drew_nothing_says_so():
     results = _results()
     results["sets"]["Town / family"]["drawn"] = drawn_summary(empty.drawn)
     assert "| Town / family | nothing (no known surface) |" in markdown(results)
+
+
+def test_the_height_step_table_shows_where_the_mae_is_won_and_lost():
+    results = _results()
+    assert "## Height steps" not in markdown(results)  # results without step regions: no table
+    for entry in results["sets"].values():
+        for method, report in entry["methods"].items():
+            top = 1.5 if method.startswith("ImpliCity") else 0.5   # a model that cuts roofs down
+            foot = 0.5 if method.startswith("ImpliCity") else 2.0  # gridding that fattens edges
+            report["regions"] = {**report["regions"],
+                                 "step top": {"count": 20, "mae": top}, "step foot": {"count": 20, "mae": foot},
+                                 "off steps": {"count": 60, "mae": 0.25}}
+    text = markdown(results)
+    assert "## Height steps (diagnostic)" in text
+    assert ("| Town / family | 0.20 / 0.20 / 0.60 | 0.50 / 2.00 / 0.25 | 0.50 / 2.00 / 0.25 | 1.50 / 0.50 / 0.25 "
+            "| 1.50 / 0.50 / 0.25 |") in text
