@@ -157,3 +157,27 @@ def test_withholding_options_are_checked_and_off_by_default():
     for p, q in ((-0.1, 0.0), (0.0, 1.5), (0.6, 0.6)):
         with pytest.raises(ValueError, match="at most 1"):
             PhotometricAugmentation(withhold_probability=p, mismatch_probability=q)
+
+
+def test_texture_puts_a_smooth_multiplicative_grain_on_flat_areas_and_is_off_by_default():
+    """Two flat halves (a roof brighter than the ground): without texture each half stays one value;
+    with it each half varies by about the drawn amplitude, smoothly at the drawn grain, and the step
+    between the halves stays."""
+    img = np.full((1, 96, 96), 60.0, np.float32)
+    img[0, :, 48:] = 160.0
+    img[0, 0], img[0, -1] = 0.0, 255.0   # the darkest and brightest rows set the working range
+    plain = dict(gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=(0.0, 0.0), blur_px=(0.0, 0.0), noise=(0.0, 0.0),
+                 jpeg_probability=0.0, shift_px=0.0, bit_depths=(16,))
+    assert PhotometricAugmentation().texture == (0.0, 0.0)
+    out = augment_images(np.random.default_rng(0), img, PhotometricAugmentation(**plain))[0]
+    assert np.unique(out[1:-1, 48:]).size == 1 and np.unique(out[1:-1, :48]).size == 1
+    textured = PhotometricAugmentation(**plain, texture=(0.2, 0.2), texture_scale_px=(4.0, 4.0))
+    out = augment_images(np.random.default_rng(0), img, textured)[0]
+    roof, ground = out[8:-8, 56:-8], out[8:-8, 8:40]
+    for flat in (roof, ground):
+        assert flat.std() / flat.mean() == pytest.approx(0.2, rel=0.3)
+    neighbours = np.corrcoef(roof[:, :-1].ravel(), roof[:, 1:].ravel())[0, 1]
+    assert neighbours > 0.9                                   # a grain of ~4 px, not pixel noise
+    assert np.median(out[:, 56:]) > np.median(out[:, :40])   # the albedo step is still there
+    with pytest.raises(ValueError, match="texture"):
+        PhotometricAugmentation(texture=(0.3, 0.1))

@@ -6,6 +6,10 @@ noise, JPEG compression, 0–2 px misregistration and bit depth, so a mono/stere
 what is stable across images (edges, shadows, texture), not one rendering style. The model's
 per-image normalisation (``image_normalization: per_image``) then removes the remaining scale.
 
+Optional *texture* (off by default) multiplies the image by a random smooth field (amplitude and grain
+drawn per image): rendered cities have flat, uniform roofs and ground, real orthos have tiles, cars, road
+markings and vegetation at every scale, so an albedo step alone stops being a reliable sign of a height step.
+
 Two optional draws (off by default) teach the network that an ortho is a hint, not the truth:
 *withholding* blanks an image to no-data (modality dropout: the network keeps a cloud-only path,
 as it needs where a user's ortho does not cover a window), and *mismatching* replaces it by the
@@ -33,6 +37,8 @@ class PhotometricAugmentation:
     jpeg_probability: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
     shift_px: float = 2.0                             # misregistration, any direction
+    texture: tuple[float, float] = (0.0, 0.0)         # amplitude of a multiplicative texture (0 = off)
+    texture_scale_px: tuple[float, float] = (1.0, 8.0)  # its grain (Gaussian sigma, pixels)
     bit_depths: tuple[int, ...] = (8, 16)
     withhold_probability: float = 0.0                 # image → all no-data
     mismatch_probability: float = 0.0                 # image → itself under another symmetry
@@ -42,6 +48,16 @@ class PhotometricAugmentation:
         if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0 and p + q <= 1.0):
             raise ValueError(f"withhold_probability ({p}) and mismatch_probability ({q}) must each be in "
                              "[0, 1] and add up to at most 1")
+        a, s = self.texture, self.texture_scale_px
+        if not (0.0 <= a[0] <= a[1] <= 1.0 and 0.0 < s[0] <= s[1]):
+            raise ValueError(f"texture {a} must satisfy 0 <= low <= high <= 1 and texture_scale_px {s} "
+                             "0 < low <= high")
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float, sigma_px: float) -> np.ndarray:
+    """1 + amplitude * a smooth random field of unit standard deviation (a multiplicative texture)."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="wrap")
+    return 1.0 + amplitude * field / max(float(field.std()), 1e-12)
 
 
 def _jpeg(image01: np.ndarray, quality: int) -> np.ndarray:
@@ -64,6 +80,9 @@ def augment_images(rng: np.random.Generator, images: np.ndarray, aug: Photometri
         lo, hi = np.percentile(img[valid], [0.5, 99.5])
         x = np.clip((np.where(valid, img, lo) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
         x = np.clip(x * rng.uniform(*aug.gain) + rng.uniform(*aug.offset), 0.0, 1.0) ** rng.uniform(*aug.gamma)
+        if aug.texture[1] > 0:  # no draw when off: the random stream of older configs stays the same
+            x = np.clip(x * _texture(rng, x.shape, rng.uniform(*aug.texture), rng.uniform(*aug.texture_scale_px)),
+                        0.0, 1.0)
         sigma = rng.uniform(*aug.blur_px)
         if sigma > 0.05:
             x = ndimage.gaussian_filter(x, sigma)
