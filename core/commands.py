@@ -152,7 +152,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="Compare a DSM with a reference DSM (MAE, RMSE, MedAE, NMAD, bias).",
         description="Compute residual = DSM - reference on the reference's grid and report MAE, RMSE, "
                     "MedAE, NMAD (1.4826*median|r-median r|), bias and pixel counts overall, on "
-                    "buildings (mask dilated by 2 px) and on terrain.",
+                    "buildings (mask dilated by 2 px) and on terrain, and optionally at the top and foot of "
+                    "the reference's height steps.",
     )
     p.add_argument("--dsm", required=True, metavar="DSM.tif", help="DSM to evaluate.")
     p.add_argument("--reference", required=True, metavar="REF.tif", help="Reference DSM (defines the grid).")

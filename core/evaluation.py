@@ -3,7 +3,7 @@
 Residual r = DSM − reference on the reference's grid (the DSM is resampled onto it when grids
 differ), where both are valid. Regions: overall; building = the building mask dilated by 2 px
 (as in the paper, so facade pixels count as building); terrain = not building; plus any extra
-masks; with ``step_regions``, the reference's height steps: *step top* and *step foot* (pixels
+masks; with ``with_step_regions``, the reference's height steps: *step top* and *step foot* (pixels
 within 2 px of a jump of more than ``step_height`` between neighbours, above or below the middle
 of their neighbourhood's range) and *off steps* (the rest). Gridding a stereo cloud errs at the
 foot (fattened edges), a network that undoes fattening risks cutting the top; the overall MAE hides
@@ -168,8 +168,8 @@ def evaluate_dsm(
     if isinstance(building_dilation_px, bool) or not isinstance(building_dilation_px, int) or building_dilation_px < 0:
         raise InputError(f"{param('building_dilation_px')} must be a whole number of pixels >= 0, "
                          f"got {building_dilation_px}.")
-    if with_step_regions and not (isinstance(step_height, (int, float)) and np.isfinite(step_height)
-                                  and step_height > 0):
+    if with_step_regions and (isinstance(step_height, bool) or not isinstance(step_height, (int, float))
+                              or not np.isfinite(step_height) or step_height <= 0):
         raise InputError(f"{param('step_height')} must be a height difference > 0 (map units), got {step_height!r}.")
     inputs = [dsm_path, reference_path, building_mask, *(extra_masks or {}).values()]
     if residual_out is not None:
