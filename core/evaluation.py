@@ -28,6 +28,8 @@ from .raster import GEOTIFF_SUFFIXES, GridSpec, RasterReader, grid_of, write_geo
 from .vocabulary import DEFAULT_MAX_SHIFT, DEFAULT_STEP_HEIGHT, STEP_REACH_PX
 
 NMAD_SCALE = 1.4826
+#: The region names ``with_step_regions`` adds, in report order.
+STEP_REGIONS = ("step top", "step foot", "off steps")
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def step_regions(reference: np.ndarray, step_height: float = DEFAULT_STEP_HEIGHT
     low_h = ndimage.minimum_filter(np.where(finite, reference, np.inf), size=size, mode="nearest")
     with np.errstate(invalid="ignore"):
         upper = reference >= (top_h + low_h) / 2
-    return {"step top": near & upper, "step foot": near & ~upper, "off steps": finite & ~near}
+    return dict(zip(STEP_REGIONS, (near & upper, near & ~upper, finite & ~near)))
 
 
 def evaluate_dsm(
@@ -225,4 +227,4 @@ def evaluate_dsm(
     return report
 
 
-__all__ = ["Metrics", "EvaluationReport", "evaluate_dsm", "step_regions"]
+__all__ = ["Metrics", "EvaluationReport", "evaluate_dsm", "step_regions", "STEP_REGIONS"]

@@ -352,7 +352,8 @@ def markdown(results: dict[str, Any]) -> str:
 def _step_table(results: dict[str, Any]) -> list[str]:
     """MAE on the reference's height steps (top, foot) and off them, per set and method: where the
     overall MAE is won and lost (``evaluate --step-regions``); empty for results without them."""
-    regions = ("step top", "step foot", "off steps")
+    from implicity.core.evaluation import STEP_REGIONS as regions
+
     sets = {n: e for n, e in results["sets"].items()
             if all(r in e["methods"][next(iter(e["methods"]))]["regions"] for r in regions)}
     if not sets:
