@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ortho-shift-m", type=float, nargs=2, default=(0.0, 0.0), metavar=("EAST", "NORTH"),
                         help="write every validation ortho this far from where it belongs: how much an image model "
                              "loses when the ortho does not fit the cloud (a robustness check, not the ranking)")
+    parser.add_argument("--ortho-lean", type=float, nargs=2, default=None, metavar=("AZIMUTH", "OFF_NADIR"),
+                        help="write every validation ortho as a standard ortho seen from this view (degrees) shows "
+                             "the patch, elevated objects leaning; the patches' own orthos are true orthos")
     parser.add_argument("--rank-by", choices=("balanced", "pooled"), default="balanced",
                         help="balanced: the mean of the real and the synthetic sets' MedAE + MAE (default); "
                              "pooled: MedAE + MAE over all sets")
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             priors = [prior_only(network(path), Path(tmp) / f"prior-only-{i}-{path.stem}.pt")
                       for i, path in enumerate(args.prior_of)]
             results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries,
-                                        ortho_shift_m=tuple(args.ortho_shift_m), overrides=overrides)
+                                        ortho_shift_m=tuple(args.ortho_shift_m), overrides=overrides,
+                                        ortho_lean_deg=tuple(args.ortho_lean) if args.ortho_lean else None)
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
             key = "balanced" if args.rank_by == "balanced" else "score"

@@ -60,17 +60,22 @@ def non_overlapping(entries: list[dict[str, Any]], patch_size: float) -> list[di
 
 
 def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str = "val",
-                    ortho_shift_m: tuple[float, float] = (0.0, 0.0)) -> list[ValidationSet]:
+                    ortho_shift_m: tuple[float, float] = (0.0, 0.0),
+                    ortho_lean_deg: tuple[float, float] | None = None) -> list[ValidationSet]:
     """Write the input clouds (and orthos) of every validation set into ``folder``.
 
     ``ortho_shift_m`` (east, north) writes every ortho that far from where it belongs: a misregistered
-    ortho, to measure how much an image model loses when the image does not fit the cloud."""
+    ortho, to measure how much an image model loses when the image does not fit the cloud.
+    ``ortho_lean_deg`` (azimuth, off-nadir angle) writes every ortho as a standard ortho seen from that
+    view shows the patch (elevated objects leaning, ``stereo_view.leaning_view``); the patches'
+    own orthos are true orthos (rendered, or made from point colours)."""
     from rasterio.crs import CRS
 
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
     from implicity.core.raster import GridSpec, write_geotiff
 
     from .data.degrade import DegradationFamily, degrade_surface
+    from .data.stereo_view import leaning_view
     from .data.store import load_patch, read_manifest, source_types
     from .protocol import HELD_OUT_VARIANTS, TEST_RANGES
 
@@ -89,8 +94,10 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
         res = float(patch.resolution)
         grid = GridSpec.from_bounds(x0, y0, x0 + n_cols * res, y0 + n_rows * res, res, crs)
         ortho_grid = GridSpec.from_bounds(x0 + dx, y0 + dy, x0 + dx + n_cols * res, y0 + dy + n_rows * res, res, crs)
-        orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", np.asarray(img, np.float32), ortho_grid)
-                       for k, img in enumerate(patch.images))
+        images = [np.asarray(img, np.float32) for img in patch.images]
+        if ortho_lean_deg is not None:
+            images = [leaning_view(img, dsm, res, *ortho_lean_deg) for img in images]
+        orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", img, ortho_grid) for k, img in enumerate(images))
         reference = np.where(patch.valid > 0, dsm, np.nan)
         for j, (strength, ranges) in enumerate(strengths.items()):
             family = DegradationFamily(exclude=HELD_OUT_VARIANTS, **ranges)
@@ -138,11 +145,13 @@ def grouped_metrics(residuals: list[np.ndarray], groups: list[str]) -> dict[str,
 def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: str = "cpu",
                       with_baseline: bool = True, log: Callable[[str], None] = print,
                       symmetries: int = 1, ortho_shift_m: tuple[float, float] = (0.0, 0.0),
-                      overrides: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+                      overrides: dict[str, Any] | None = None,
+                      ortho_lean_deg: tuple[float, float] | None = None) -> dict[str, dict[str, float]]:
     """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint,
     reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py;
     ``overrides``: dotted reconstruction options other than the default, ``with_overrides``),
-    with the orthos moved by ``ortho_shift_m`` (:func:`validation_sets`)."""
+    with the orthos moved by ``ortho_shift_m`` and leaning as seen from ``ortho_lean_deg``
+    (:func:`validation_sets`)."""
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.model import load_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm, with_overrides
@@ -155,7 +164,7 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
     n_images = {path: int(load_model(path, device="cpu")[1].n_images) for path in checkpoints}
     with tempfile.TemporaryDirectory(prefix="implicity-select-") as tmp:
         folder = Path(tmp)
-        sets = validation_sets(data_root, folder, ortho_shift_m=ortho_shift_m)
+        sets = validation_sets(data_root, folder, ortho_shift_m=ortho_shift_m, ortho_lean_deg=ortho_lean_deg)
         log(f"{len(sets)} validation sets from {data_root}")
         if with_baseline:
             res = []

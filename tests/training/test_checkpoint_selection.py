@@ -196,6 +196,36 @@ def test_validation_orthos_can_be_written_misregistered(tmp_path):
             assert (l1 - l0, r1 - r0, b1 - b0, t1 - t0) == pytest.approx((1.5, 1.5, -2.0, -2.0))
 
 
+def test_validation_orthos_can_be_written_leaning(tmp_path):
+    """``ortho_lean_deg`` writes every ortho as a standard ortho of that view shows the patch (the
+    prepared ortho warped by ``leaning_view`` with the patch's surface), in place; the clouds and the
+    reference stay as they were, and something standing above its ground moves."""
+    import rasterio
+
+    from implicity.training.data.stereo_view import leaning_view
+    from implicity.training.selection import validation_sets
+
+    (tmp_path / "prep").mkdir()
+    root = prepare_tiny(tmp_path / "prep", n_images=1)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "lean").mkdir()
+    plain = validation_sets(root, tmp_path / "plain")
+    lean = validation_sets(root, tmp_path / "lean", ortho_lean_deg=(45.0, 15.0))
+    assert len(plain) == len(lean) > 0
+    moved = 0
+    for a, b in zip(plain, lean):
+        assert a.extent == b.extent and np.array_equal(a.reference, b.reference, equal_nan=True)
+        assert np.array_equal(np.load(a.cloud)["xyz"], np.load(b.cloud)["xyz"])
+        assert np.isfinite(a.reference).all()  # the fixture's surface is the reference everywhere
+        with rasterio.open(a.orthos[0]) as src_a, rasterio.open(b.orthos[0]) as src_b:
+            assert src_a.bounds == src_b.bounds
+            original, leaned = src_a.read(1), src_b.read(1)
+            expected = leaning_view(original, a.reference, src_a.res[0], 45.0, 15.0)
+        np.testing.assert_allclose(leaned, expected, equal_nan=True)
+        moved += int(not np.array_equal(leaned, original, equal_nan=True))
+    assert moved > 0
+
+
 def test_the_balanced_score_gives_the_real_sets_half_the_say():
     """Four synthetic sets with no error and one real set with 1 m everywhere: pooled, the real set is
     a fifth of the pixels (MedAE 0); balanced, it is half of the score."""

@@ -14,7 +14,7 @@ from implicity.training.data.degrade import (
     held_out_family,
 )
 from implicity.training.data.photometric import PhotometricAugmentation, augment_images, withhold_or_mismatch
-from implicity.training.data.stereo_view import parallax_view
+from implicity.training.data.stereo_view import leaning_view, parallax_view
 
 RES = 0.5
 
@@ -181,3 +181,52 @@ def test_texture_puts_a_smooth_multiplicative_grain_on_flat_areas_and_is_off_by_
     assert np.median(out[:, 56:]) > np.median(out[:, :40])   # the albedo step is still there
     with pytest.raises(ValueError, match="texture"):
         PhotometricAugmentation(texture=(0.3, 0.1))
+
+
+def test_leaning_view_moves_a_roof_whole_and_parallax_view_only_within_its_footprint():
+    """A bright roof over a 12 m building seen at 20° towards the east: leaning_view moves the whole
+    roof by 12 · tan 20° / 0.5 m ≈ 8.7 px, over the ground east of the building; the ground west and
+    far away stays. parallax_view (the stereo patches' second view) keeps it inside the footprint."""
+    dsm = _block_city()
+    image = np.full(dsm.shape, 0.2, np.float32)
+    image[38:58, 38:58] = 1.0
+    view = leaning_view(image, dsm, RES, azimuth_deg=90.0, off_nadir_deg=20.0)
+    shift = 12.0 * np.tan(np.radians(20.0)) / RES
+    for row in (40, 48, 56):
+        bright = np.flatnonzero(view[row] > 0.5)
+        assert bright.max() == pytest.approx(57 + shift, abs=1.0)     # the roof overhangs the ground
+        assert bright.min() >= 38                                      # nothing moves west
+    assert np.all(view[:, :38] == 0.2) and np.all(view[:30] == 0.2)  # ground away from it unchanged
+    assert view.shape == image.shape and np.isfinite(view).all()
+    clipped = parallax_view(image, dsm, RES, azimuth_deg=90.0, off_nadir_deg=20.0)
+    assert np.flatnonzero(clipped[48] > 0.5).max() <= 57               # the old view: cut at the footprint
+    with pytest.raises(ValueError, match="differ in shape"):
+        leaning_view(image[:10], dsm, RES, 90.0, 20.0)
+
+
+def test_lean_shows_the_images_as_a_standard_ortho_of_one_drawn_view_and_is_off_by_default():
+    """With the lean on (always, 20°) every image of a sample leans the same way and the ground far
+    from the building stays; off (the default), at probability 0, or without the surface, nothing
+    leans and nothing is drawn."""
+    dsm = _block_city()
+    img = np.full((2, 96, 96), 60.0, np.float32)
+    img[:, 38:58, 38:58] = 200.0
+    img[:, 0, 0], img[:, -1, -1] = 0.0, 255.0   # fix the working range
+    plain = dict(gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=(0.0, 0.0), blur_px=(0.0, 0.0), noise=(0.0, 0.0),
+                 jpeg_probability=0.0, shift_px=0.0, bit_depths=(16,))
+    assert PhotometricAugmentation().lean_off_nadir_deg == (0.0, 0.0)
+    off = augment_images(np.random.default_rng(3), img, PhotometricAugmentation(**plain), dsm, RES)
+    leaning = PhotometricAugmentation(**plain, lean_off_nadir_deg=(20.0, 20.0), lean_probability=1.0)
+    np.testing.assert_array_equal(augment_images(np.random.default_rng(3), img, leaning), off)  # no surface
+    out = augment_images(np.random.default_rng(3), img, leaning, dsm, RES)
+    np.testing.assert_array_equal(out[0], out[1])              # one view for all images of a sample
+    bright, moved = off[0] > 30000, out[0] > 30000
+    assert moved.sum() == pytest.approx(bright.sum(), rel=0.35) and (moved & ~bright).sum() > 50
+    corner = np.s_[2:20, 2:20]                                   # ground far from the building stays
+    np.testing.assert_array_equal(out[0][corner], off[0][corner])
+    never = PhotometricAugmentation(**plain, lean_off_nadir_deg=(20.0, 20.0), lean_probability=0.0)
+    np.testing.assert_array_equal(augment_images(np.random.default_rng(3), img, never, dsm, RES), off)
+    with pytest.raises(ValueError, match="lean_off_nadir_deg"):
+        PhotometricAugmentation(lean_off_nadir_deg=(20.0, 10.0))
+    with pytest.raises(ValueError, match="lean_probability"):
+        PhotometricAugmentation(lean_off_nadir_deg=(0.0, 10.0), lean_probability=1.5)

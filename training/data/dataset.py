@@ -151,7 +151,7 @@ class PatchDataset(Dataset):
         z_shift = frame.z_shift
         images = patch.images.astype(np.float32)
         if self.photometric is not None and len(images):
-            images = augment_images(rng, images, self.photometric)
+            images = augment_images(rng, images, self.photometric, patch.dsm, res)
         images = np.asarray(normalize_image(images, self), dtype=np.float32)
 
         if self.augment:

@@ -10,6 +10,13 @@ Optional *texture* (off by default) multiplies the image by a random smooth fiel
 drawn per image): rendered cities have flat, uniform roofs and ground, real orthos have tiles, cars, road
 markings and vegetation at every scale, so an albedo step alone stops being a reliable sign of a height step.
 
+Optional *lean* (off by default) warps the images as a standard ortho shows a scene: rectified on the
+ground, so everything above it leans away from the view by (height above ground) · tan(off-nadir angle),
+the view's azimuth and angle drawn per sample and shared by all of its images. Satellite ortho products
+and most aerial orthos are such (only *true* orthos are rectified on the surface); the synthetic cities'
+renderings and the orthos made from LiDAR point colours are true orthos, so without it a network learns
+that every roof outline in the image lies exactly over the roof's edge.
+
 Two optional draws (off by default) teach the network that an ortho is a hint, not the truth:
 *withholding* blanks an image to no-data (modality dropout: the network keeps a cloud-only path,
 as it needs where a user's ortho does not cover a window), and *mismatching* replaces it by the
@@ -40,6 +47,8 @@ class PhotometricAugmentation:
     texture: tuple[float, float] = (0.0, 0.0)         # amplitude of a multiplicative texture (0 = off)
     texture_scale_px: tuple[float, float] = (1.0, 8.0)  # its grain (Gaussian sigma, pixels)
     bit_depths: tuple[int, ...] = (8, 16)
+    lean_off_nadir_deg: tuple[float, float] = (0.0, 0.0)  # view angle of a leaning ortho (0 = off)
+    lean_probability: float = 0.5                      # share of samples whose images lean, when on
     withhold_probability: float = 0.0                 # image → all no-data
     mismatch_probability: float = 0.0                 # image → itself under another symmetry
 
@@ -48,6 +57,10 @@ class PhotometricAugmentation:
         if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0 and p + q <= 1.0):
             raise ValueError(f"withhold_probability ({p}) and mismatch_probability ({q}) must each be in "
                              "[0, 1] and add up to at most 1")
+        lean, lp = self.lean_off_nadir_deg, self.lean_probability
+        if not (0.0 <= lean[0] <= lean[1] < 60.0 and 0.0 <= lp <= 1.0):
+            raise ValueError(f"lean_off_nadir_deg {lean} must satisfy 0 <= low <= high < 60 (degrees) and "
+                             f"lean_probability ({lp}) lie in [0, 1]")
         a, s = self.texture, self.texture_scale_px
         if not (0.0 <= a[0] <= a[1] <= 1.0 and 0.0 < s[0] <= s[1]):
             raise ValueError(f"texture {a} must satisfy 0 <= low <= high <= 1 and texture_scale_px {s} "
@@ -69,8 +82,14 @@ def _jpeg(image01: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf), dtype=np.float32) / 255.0
 
 
-def augment_images(rng: np.random.Generator, images: np.ndarray, aug: PhotometricAugmentation) -> np.ndarray:
-    """(n, S, S) grey images (NaN = no data) → augmented images in the drawn bit depth's range."""
+def augment_images(rng: np.random.Generator, images: np.ndarray, aug: PhotometricAugmentation,
+                   surface: np.ndarray | None = None, resolution: float | None = None) -> np.ndarray:
+    """(n, S, S) grey images (NaN = no data) → augmented images in the drawn bit depth's range.
+
+    ``surface`` / ``resolution``: the reference DSM on the images' grid (rows north→south) and its
+    cell size in metres, which the *lean* needs (without them no lean is drawn)."""
+    if aug.lean_off_nadir_deg[1] > 0 and surface is not None and resolution is not None:
+        images = lean_images(rng, images, surface, float(resolution), aug)
     out = np.empty_like(images, dtype=np.float32)
     for i, img in enumerate(images):
         valid = np.isfinite(img)
@@ -101,6 +120,20 @@ def augment_images(rng: np.random.Generator, images: np.ndarray, aug: Photometri
     if aug.withhold_probability > 0 or aug.mismatch_probability > 0:  # no draw otherwise: same stream
         out = withhold_or_mismatch(rng, out, aug.withhold_probability, aug.mismatch_probability)
     return out
+
+
+def lean_images(rng: np.random.Generator, images: np.ndarray, surface: np.ndarray, resolution: float,
+                aug: PhotometricAugmentation) -> np.ndarray:
+    """With probability ``aug.lean_probability``, every image as a standard ortho of one drawn view
+    (azimuth uniform, off-nadir angle in ``aug.lean_off_nadir_deg``) shows it; else unchanged."""
+    from .stereo_view import leaning_view
+
+    if surface.shape != images.shape[1:]:
+        raise ValueError(f"lean: the surface {surface.shape} is not on the images' grid {images.shape[1:]}")
+    if rng.random() >= aug.lean_probability:
+        return images
+    azimuth, off_nadir = rng.uniform(0.0, 360.0), rng.uniform(*aug.lean_off_nadir_deg)
+    return np.stack([leaning_view(img, surface, resolution, azimuth, off_nadir) for img in images])
 
 
 def withhold_or_mismatch(rng: np.random.Generator, images: np.ndarray, withhold: float,

@@ -28,7 +28,11 @@ def height_above_ground(dsm: np.ndarray, res: float) -> np.ndarray:
 
 def parallax_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: float = 90.0,
                   off_nadir_deg: float = 20.0) -> np.ndarray:
-    """``image`` (H, W, rows north→south, NaN = no data) as seen tilted towards ``azimuth_deg``."""
+    """``image`` (H, W, rows north→south, NaN = no data) as seen tilted towards ``azimuth_deg``.
+
+    Each output pixel is sampled at its own height above ground, so a roof moves only within its
+    footprint (:func:`leaning_view` moves it whole). Kept as it is: the prepared stereo patches, the
+    shipped stereo model and the held-out protocol's second views were all made with it."""
     lean = height_above_ground(dsm, res) * math.tan(math.radians(off_nadir_deg)) / res  # pixels
     az = math.radians(azimuth_deg)
     d_col, d_row = math.sin(az) * lean, -math.cos(az) * lean
@@ -39,3 +43,42 @@ def parallax_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: f
     out = ndimage.map_coordinates(filled, coords, order=1, mode="nearest")
     ok = ndimage.map_coordinates(valid.astype(np.float32), coords, order=0, mode="constant", cval=0.0) > 0.5
     return np.where(ok, out, np.nan).astype(np.float32)
+
+
+def leaning_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: float,
+                 off_nadir_deg: float) -> np.ndarray:
+    """``image`` (H, W, rows north→south, NaN = no data) as a standard ortho of an off-nadir view shows
+    it: every pixel moved by (height above ground) · tan(``off_nadir_deg``) / res in the direction
+    ``azimuth_deg`` (clockwise from north, 90 = east; away from the sensor), higher pixels hiding lower
+    ones where they land together.
+
+    Why not :func:`parallax_view`: that one samples each output pixel at its *own* height, so a roof
+    moves only inside its footprint and is cut where it should overhang the ground; here every pixel
+    goes where *its* height sends it (forward, with a height buffer). What was under a moved roof and
+    is now seen (the facade, in a real view) takes the nearest pixel shown."""
+    from scipy import ndimage as ndi
+
+    if image.shape != dsm.shape:
+        raise ValueError(f"leaning_view: the image {image.shape} and the surface {dsm.shape} differ in shape")
+    height = height_above_ground(dsm, res)
+    lean = height * math.tan(math.radians(off_nadir_deg)) / res  # pixels
+    az = math.radians(azimuth_deg)
+    rows, cols = np.indices(image.shape)
+    tr = np.rint(rows - math.cos(az) * lean).astype(np.int64)
+    tc = np.rint(cols + math.sin(az) * lean).astype(np.int64)
+    inside = (tr >= 0) & (tr < image.shape[0]) & (tc >= 0) & (tc < image.shape[1])
+    target = tr[inside] * image.shape[1] + tc[inside]
+    h = height[inside]
+    top = np.full(image.size, -np.inf)
+    np.maximum.at(top, target, h)
+    shown = h >= top[target]                                    # the highest of the pixels landing there
+    out = np.full(image.size, np.nan, np.float32)
+    written = np.zeros(image.size, bool)
+    out[target[shown]] = image[inside][shown]
+    written[target[shown]] = True
+    written = written.reshape(image.shape)
+    out = out.reshape(image.shape)
+    if not written.all():
+        nearest = ndi.distance_transform_edt(~written, return_distances=False, return_indices=True)
+        out = out[nearest[0], nearest[1]]
+    return out
