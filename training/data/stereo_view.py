@@ -28,21 +28,13 @@ def height_above_ground(dsm: np.ndarray, res: float) -> np.ndarray:
 
 def parallax_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: float = 90.0,
                   off_nadir_deg: float = 20.0) -> np.ndarray:
-    """``image`` (H, W, rows north→south, NaN = no data) as seen tilted towards ``azimuth_deg``.
+    """The second view of a stereo pair: ``image`` (H, W, rows north→south, NaN = no data) as seen
+    from ``off_nadir_deg`` with elevated objects leaning towards ``azimuth_deg`` (:func:`leaning_view`).
 
-    Each output pixel is sampled at its own height above ground, so a roof moves only within its
-    footprint (:func:`leaning_view` moves it whole). Kept as it is: the prepared stereo patches, the
-    shipped stereo model and the held-out protocol's second views were all made with it."""
-    lean = height_above_ground(dsm, res) * math.tan(math.radians(off_nadir_deg)) / res  # pixels
-    az = math.radians(azimuth_deg)
-    d_col, d_row = math.sin(az) * lean, -math.cos(az) * lean
-    rows, cols = np.mgrid[0:image.shape[0], 0:image.shape[1]].astype(np.float64)
-    valid = np.isfinite(image)
-    filled = np.where(valid, image, np.nanmean(image) if valid.any() else 0.0)
-    coords = [rows - d_row, cols - d_col]
-    out = ndimage.map_coordinates(filled, coords, order=1, mode="nearest")
-    ok = ndimage.map_coordinates(valid.astype(np.float32), coords, order=0, mode="constant", cval=0.0) > 0.5
-    return np.where(ok, out, np.nan).astype(np.float32)
+    Until 2026-11-27 each output pixel was sampled at its own height, so a roof moved only within its
+    footprint; the stereo patches prepared before then, and the stereo models trained on them, had
+    those views."""
+    return leaning_view(image, dsm, res, azimuth_deg, off_nadir_deg)
 
 
 def leaning_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: float,
