@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     from implicity.core.errors import ImplicityError
     from implicity.core.vocabulary import SYMMETRY_COUNTS
+    from implicity.training.data.stereo_view import MAX_OFF_NADIR_DEG
     from implicity.training.selection import (
         GROUPS,
         export_resume_state,
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [o for o in args.option if "=" not in o]
     if bad:
         parser.error(f"--option {bad[0]!r}: give NAME=VALUE, e.g. evidence.far_blunder_gap=0")
+    if args.ortho_lean is not None and not 0.0 <= args.ortho_lean[1] < MAX_OFF_NADIR_DEG:
+        parser.error(f"--ortho-lean: the off-nadir angle must lie in [0, {MAX_OFF_NADIR_DEG:g}) degrees "
+                     f"(got {args.ortho_lean[1]:g}); e.g. --ortho-lean 45 15")
     overrides = dict(o.split("=", 1) for o in args.option)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:

@@ -226,6 +226,22 @@ def test_validation_orthos_can_be_written_leaning(tmp_path):
     assert moved > 0
 
 
+
+def test_select_checkpoint_refuses_a_view_too_steep_for_an_ortho(capsys):
+    """``--ortho-lean`` with an off-nadir angle of 60° or more stops before anything is read, saying
+    which option, what it got and what it takes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import select_checkpoint
+
+    with pytest.raises(SystemExit) as stop:
+        select_checkpoint.main(["missing.pt", "--ortho-lean", "45", "75"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--ortho-lean" in err and "75" in err and "[0, 60)" in err
+
+
 def test_the_balanced_score_gives_the_real_sets_half_the_say():
     """Four synthetic sets with no error and one real set with 1 m everywhere: pooled, the real set is
     a fifth of the pixels (MedAE 0); balanced, it is half of the score."""

@@ -201,6 +201,10 @@ def test_leaning_view_moves_a_roof_whole_over_the_ground():
     np.testing.assert_array_equal(parallax_view(image, dsm, RES, azimuth_deg=90.0, off_nadir_deg=20.0), view)
     with pytest.raises(ValueError, match="differ in shape"):
         leaning_view(image[:10], dsm, RES, 90.0, 20.0)
+    with pytest.raises(ValueError, match="off-nadir"):
+        leaning_view(image, dsm, RES, 90.0, 75.0)
+    tower = np.where(dsm > 15, 1000.0, dsm)                 # leans clean out of the image
+    assert np.isfinite(leaning_view(image, tower, RES, 90.0, 45.0)).all()
 
 
 def test_lean_shows_the_images_as_a_standard_ortho_of_one_drawn_view_and_is_off_by_default():

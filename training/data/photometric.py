@@ -57,10 +57,12 @@ class PhotometricAugmentation:
         if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0 and p + q <= 1.0):
             raise ValueError(f"withhold_probability ({p}) and mismatch_probability ({q}) must each be in "
                              "[0, 1] and add up to at most 1")
+        from .stereo_view import MAX_OFF_NADIR_DEG
+
         lean, lp = self.lean_off_nadir_deg, self.lean_probability
-        if not (0.0 <= lean[0] <= lean[1] < 60.0 and 0.0 <= lp <= 1.0):
-            raise ValueError(f"lean_off_nadir_deg {lean} must satisfy 0 <= low <= high < 60 (degrees) and "
-                             f"lean_probability ({lp}) lie in [0, 1]")
+        if not (0.0 <= lean[0] <= lean[1] < MAX_OFF_NADIR_DEG and 0.0 <= lp <= 1.0):
+            raise ValueError(f"lean_off_nadir_deg {lean} must satisfy 0 <= low <= high < {MAX_OFF_NADIR_DEG:g} "
+                             f"(degrees) and lean_probability ({lp}) lie in [0, 1]")
         a, s = self.texture, self.texture_scale_px
         if not (0.0 <= a[0] <= a[1] <= 1.0 and 0.0 < s[0] <= s[1]):
             raise ValueError(f"texture {a} must satisfy 0 <= low <= high <= 1 and texture_scale_px {s} "

@@ -15,6 +15,8 @@ from scipy import ndimage
 
 #: Ground is the lowest surface within this distance (metres): a morphological opening.
 GROUND_WINDOW_M = 40.0
+#: Steeper views than this are not ortho-images any more (and would lean most roofs out of a patch).
+MAX_OFF_NADIR_DEG = 60.0
 
 
 def height_above_ground(dsm: np.ndarray, res: float) -> np.ndarray:
@@ -52,6 +54,9 @@ def leaning_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: fl
 
     if image.shape != dsm.shape:
         raise ValueError(f"leaning_view: the image {image.shape} and the surface {dsm.shape} differ in shape")
+    if not 0.0 <= off_nadir_deg < MAX_OFF_NADIR_DEG:
+        raise ValueError(f"leaning_view: the off-nadir angle must lie in [0, {MAX_OFF_NADIR_DEG:g})°, "
+                         f"got {off_nadir_deg}")
     height = height_above_ground(dsm, res)
     lean = height * math.tan(math.radians(off_nadir_deg)) / res  # pixels
     az = math.radians(azimuth_deg)
