@@ -46,12 +46,10 @@ def leaning_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: fl
     ``azimuth_deg`` (clockwise from north, 90 = east; away from the sensor), higher pixels hiding lower
     ones where they land together.
 
-    Why not :func:`parallax_view`: that one samples each output pixel at its *own* height, so a roof
-    moves only inside its footprint and is cut where it should overhang the ground; here every pixel
-    goes where *its* height sends it (forward, with a height buffer). What was under a moved roof and
-    is now seen (the facade, in a real view) takes the nearest pixel shown."""
-    from scipy import ndimage as ndi
-
+    Every pixel goes where *its* height sends it (forward, with a height buffer): sampling each output
+    pixel at its own height instead would move a roof only within its footprint and cut it where it
+    should overhang the ground. What was under a moved roof and is now seen (the facade, in a real
+    view) takes the nearest pixel shown."""
     if image.shape != dsm.shape:
         raise ValueError(f"leaning_view: the image {image.shape} and the surface {dsm.shape} differ in shape")
     if not 0.0 <= off_nadir_deg < MAX_OFF_NADIR_DEG:
@@ -76,6 +74,6 @@ def leaning_view(image: np.ndarray, dsm: np.ndarray, res: float, azimuth_deg: fl
     written = written.reshape(image.shape)
     out = out.reshape(image.shape)
     if not written.all():
-        nearest = ndi.distance_transform_edt(~written, return_distances=False, return_indices=True)
+        nearest = ndimage.distance_transform_edt(~written, return_distances=False, return_indices=True)
         out = out[nearest[0], nearest[1]]
     return out
