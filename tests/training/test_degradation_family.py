@@ -17,6 +17,9 @@ from implicity.training.data.photometric import PhotometricAugmentation, augment
 from implicity.training.data.stereo_view import leaning_view, parallax_view
 
 RES = 0.5
+#: Photometric draws that change nothing (16 bit, no noise, blur, JPEG or shift): the option under test alone acts.
+IDENTITY_PHOTOMETRY = dict(gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=(0.0, 0.0), blur_px=(0.0, 0.0),
+                           noise=(0.0, 0.0), jpeg_probability=0.0, shift_px=0.0, bit_depths=(16,))
 
 
 def _block_city(n: int = 96) -> np.ndarray:
@@ -166,8 +169,7 @@ def test_texture_puts_a_smooth_multiplicative_grain_on_flat_areas_and_is_off_by_
     img = np.full((1, 96, 96), 60.0, np.float32)
     img[0, :, 48:] = 160.0
     img[0, 0], img[0, -1] = 0.0, 255.0   # the darkest and brightest rows set the working range
-    plain = dict(gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=(0.0, 0.0), blur_px=(0.0, 0.0), noise=(0.0, 0.0),
-                 jpeg_probability=0.0, shift_px=0.0, bit_depths=(16,))
+    plain = IDENTITY_PHOTOMETRY
     assert PhotometricAugmentation().texture == (0.0, 0.0)
     out = augment_images(np.random.default_rng(0), img, PhotometricAugmentation(**plain))[0]
     assert np.unique(out[1:-1, 48:]).size == 1 and np.unique(out[1:-1, :48]).size == 1
@@ -215,8 +217,7 @@ def test_lean_shows_the_images_as_a_standard_ortho_of_one_drawn_view_and_is_off_
     img = np.full((2, 96, 96), 60.0, np.float32)
     img[:, 38:58, 38:58] = 200.0
     img[:, 0, 0], img[:, -1, -1] = 0.0, 255.0   # fix the working range
-    plain = dict(gain=(1.0, 1.0), gamma=(1.0, 1.0), offset=(0.0, 0.0), blur_px=(0.0, 0.0), noise=(0.0, 0.0),
-                 jpeg_probability=0.0, shift_px=0.0, bit_depths=(16,))
+    plain = IDENTITY_PHOTOMETRY
     assert PhotometricAugmentation().lean_off_nadir_deg == (0.0, 0.0)
     off = augment_images(np.random.default_rng(3), img, PhotometricAugmentation(**plain), dsm, RES)
     leaning = PhotometricAugmentation(**plain, lean_off_nadir_deg=(20.0, 20.0), lean_probability=1.0)
