@@ -71,6 +71,8 @@ class LossConfig:
 
     use_weights: bool = True
     reduction: str = "mean"        # "mean": sum(w*bce)/M, as the reference; "weighted_mean": /sum(w)
+    monotone_weight: float = 0.0   # > 0: add this times loss.monotone_penalty (occupancy rising with height) over
+    monotone_dz_m: tuple[float, float] = (0.25, 2.0)  # each query paired with one this far above (m, uniform)
 
 
 @dataclass
@@ -176,6 +178,12 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     return train_config_from_dict(read_yaml_with_inheritance(file), source=str(file))
 
 
+def _is_height_range(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and 0 < value[0] <= value[1])
+
+
 def validate_train_config(c: TrainConfig) -> None:
     """Reject values that would fail late (after minutes of training) with a clear message now."""
     src = c.source or "training config"
@@ -190,6 +198,9 @@ def validate_train_config(c: TrainConfig) -> None:
         (c.optim.lr_mode in ("triangular", "triangular2", "exp_range"),
          "optim.lr_mode must be triangular, triangular2 or exp_range"),
         (c.loss.reduction in ("mean", "weighted_mean"), "loss.reduction must be 'mean' or 'weighted_mean'"),
+        (isinstance(c.loss.monotone_weight, (int, float)) and not isinstance(c.loss.monotone_weight, bool)
+         and c.loss.monotone_weight >= 0, "loss.monotone_weight must be 0 (off) or a positive number"),
+        (_is_height_range(c.loss.monotone_dz_m), "loss.monotone_dz_m must be [min, max] metres with 0 < min <= max"),
         (c.schedule.max_steps >= 1, "schedule.max_steps must be >= 1"),
         (min(c.schedule.log_every, c.schedule.val_every, c.schedule.checkpoint_every) >= 1,
          "schedule.log_every/val_every/checkpoint_every must be >= 1"),

@@ -43,7 +43,7 @@ from .distributed import (
 )
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
-from .loss import weighted_bce_with_logits
+from .loss import monotone_penalty, raised_queries, weighted_bce_with_logits
 from .parameters import freeze_parameters, optimizer_state_for
 from .validation import ValidationResult, evaluate
 
@@ -225,10 +225,20 @@ class Trainer:
         sync = self.progress.micro + 1 >= self.accumulate
         no_sync = self.net.no_sync() if (self.ctx.enabled and not sync) else contextlib.nullcontext()
         with no_sync:
+            query, lc = batch["query"], self.config.loss
+            if lc.monotone_weight > 0:  # each query and one above it, decoded in one call (DDP sees one forward)
+                z_std = float(batch["normalizer"]["z_std"])  # metres per unit of the queries' z
+                query = torch.cat([query, raised_queries(query, lc.monotone_dz_m[0] / z_std,
+                                                         lc.monotone_dz_m[1] / z_std)], dim=1)
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.net(batch["query"], batch["points"], batch.get("images"))
-            weight = batch.get("weight") if self.config.loss.use_weights else None
-            loss = weighted_bce_with_logits(logits, batch["occupancy"], weight, self.config.loss.reduction)
+                logits = self.net(query, batch["points"], batch.get("images"))
+            raised = None
+            if lc.monotone_weight > 0:
+                logits, raised = logits.split(batch["query"].shape[1], dim=1)
+            weight = batch.get("weight") if lc.use_weights else None
+            loss = weighted_bce_with_logits(logits, batch["occupancy"], weight, lc.reduction)
+            if raised is not None:
+                loss = loss + lc.monotone_weight * monotone_penalty(logits, raised, batch.get("weight"))
             self.scaler.scale(loss / self.accumulate).backward()
         self._group_loss += float(loss.detach())
         self.progress.micro += 1
