@@ -18,27 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_reconstruct import X0, Y0, city_points  # noqa: E402 - a sibling benchmark's scene
+from bench_reconstruct import X0, Y0, city_points, read, truth_on_grid  # noqa: E402 - a sibling benchmark's scene
 
 from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm  # noqa: E402
 
 SIDE = 1000.0
-
-
-def read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1, masked=True).filled(np.nan)
-
-
-def truth_on_grid(heights: np.ndarray, resolution: float) -> np.ndarray:
-    """The city's 1 m true heights repeated onto the output grid (1 m is a multiple of both resolutions)."""
-    k = int(round(1.0 / resolution))
-    return np.repeat(np.repeat(heights, k, axis=0), k, axis=1)
 
 
 def one_run(cloud, model, resolution: float, device: str, precision: str, out: Path, side: float = SIDE):

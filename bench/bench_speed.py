@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_reconstruct import city_points  # noqa: E402 - a sibling benchmark's scene
+from bench_reconstruct import city_points, read, truth_on_grid  # noqa: E402 - a sibling benchmark's scene
 
 from implicity.core.pointcloud import PointCloud  # noqa: E402
 from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm  # noqa: E402
@@ -74,7 +73,7 @@ def true_surface(key: str, extent: tuple[float, float, float, float], tmp: Path)
                            extent=extent)
         return read(tmp / "truth.tif")
     _, heights = city_points(SIDE)
-    return np.repeat(np.repeat(heights, 2, axis=0), 2, axis=1)
+    return truth_on_grid(heights, RES)
 
 
 def reference_in_points_range(cloud, extent, ref: np.ndarray) -> np.ndarray | None:
@@ -90,14 +89,8 @@ def reference_in_points_range(cloud, extent, ref: np.ndarray) -> np.ndarray | No
         return None
     ev = window_evidence(np.asarray(cloud.xyz, dtype=np.float64), grid, 0, 0, ref.shape, opts.evidence,
                          opts.fill_max_distance)
-    lo, hi = ev.lo.reshape(ref.shape), ev.hi.reshape(ref.shape)
-    keep = opts.evidence.keep_margin
-    return np.where(np.isfinite(lo), np.clip(ref, lo - keep, hi + keep), ref)
-
-
-def read(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1, masked=True).filled(np.nan)
+    lo, hi = (bound.reshape(ref.shape) for bound in ev.envelope(opts.evidence.keep_margin))
+    return np.where(np.isfinite(lo), np.clip(ref, lo, hi), ref)
 
 
 DEVICE = "cpu"  # --device: where both modes run (the same device for both, so the ratio is fair)
