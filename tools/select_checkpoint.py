@@ -6,6 +6,7 @@
         [--prior-of CKPT.pt]       # also score that network's surface prior alone (an ablation)
         [--between A.pt B.pt T]    # also score (1 - T) * A + T * B, weight by weight
         [--option NAME=VALUE]      # reconstruct with one option other than the default
+        [--ortho-lean AZ OFF_NADIR] [--fattening VARIANT]  # robustness checks of the same sets
 
 Prints MedAE / MAE / NMAD per checkpoint and the 3 × 3 median-filtered baseline, with the score
 (MedAE + MAE) of the real and the synthetic validation sets apart, lowest *balanced* score (the mean
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ortho-lean", type=float, nargs=2, default=None, metavar=("AZIMUTH", "OFF_NADIR"),
                         help="write every validation ortho as a standard ortho seen from this view (degrees) shows "
                              "the patch, elevated objects leaning; the patches' own orthos are true orthos")
+    parser.add_argument("--fattening", default=None, metavar="VARIANT",
+                        help="draw every validation cloud's edge fattening from this variant alone, e.g. directional "
+                             "(training/data/README.md; a robustness check, never the held-out variant)")
     parser.add_argument("--rank-by", choices=("balanced", "pooled"), default="balanced",
                         help="balanced: the mean of the real and the synthetic sets' MedAE + MAE (default); "
                              "pooled: MedAE + MAE over all sets")
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                       for i, path in enumerate(args.prior_of)]
             results = score_checkpoints(paths + priors, args.data, device=args.device, symmetries=args.symmetries,
                                         ortho_shift_m=tuple(args.ortho_shift_m), overrides=overrides,
-                                        ortho_lean_deg=tuple(args.ortho_lean) if args.ortho_lean else None)
+                                        ortho_lean_deg=tuple(args.ortho_lean) if args.ortho_lean else None,
+                                        fattening=args.fattening)
             for path, prior in zip(args.prior_of, priors):  # labelled by what they are; never shippable
                 results[f"prior of {path.name}"] = results.pop(str(prior))
             key = "balanced" if args.rank_by == "balanced" else "score"

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from implicity.core.errors import InputError
+
 #: Pixels left out along each patch border: there a window sees points on one side only.
 BORDER_PX = 8
 #: Score = MedAE + MAE (metres, pooled over the sets scored): the product is judged on both (see the
@@ -61,14 +63,17 @@ def non_overlapping(entries: list[dict[str, Any]], patch_size: float) -> list[di
 
 def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str = "val",
                     ortho_shift_m: tuple[float, float] = (0.0, 0.0),
-                    ortho_lean_deg: tuple[float, float] | None = None) -> list[ValidationSet]:
+                    ortho_lean_deg: tuple[float, float] | None = None,
+                    fattening: str | None = None) -> list[ValidationSet]:
     """Write the input clouds (and orthos) of every validation set into ``folder``.
 
     ``ortho_shift_m`` (east, north) writes every ortho that far from where it belongs: a misregistered
     ortho, to measure how much an image model loses when the image does not fit the cloud.
     ``ortho_lean_deg`` (azimuth, off-nadir angle) writes every ortho as a standard ortho seen from that
     view shows the patch (elevated objects leaning, ``stereo_view.leaning_view``); the patches'
-    own orthos are true orthos (rendered, or made from point colours)."""
+    own orthos are true orthos (rendered, or made from point colours). ``fattening`` draws every cloud's
+    edge fattening from that variant alone (a robustness check against one kind of edge error; never a
+    held-out variant, which selection must not see)."""
     from rasterio.crs import CRS
 
     from implicity.core.pointcloud import PointCloud, write_point_cloud_npz
@@ -79,6 +84,13 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
     from .data.store import load_patch, read_manifest, source_types
     from .protocol import HELD_OUT_VARIANTS, TEST_RANGES
 
+    forced: tuple[str, ...] = ()
+    if fattening is not None:
+        forced = (f"fattening:{fattening}",)
+        if forced[0] in HELD_OUT_VARIANTS:
+            raise InputError(f"validation sets: fattening '{fattening}' is held out of training and selection; "
+                             "choose another variant.")
+        DegradationFamily(only=forced)  # an unknown variant fails here, before any set is written
     root, manifest = read_manifest(root)
     kinds = source_types(manifest)
     entries = non_overlapping([e for e in manifest["patches"] if e["split"] == split], float(manifest["patch_size"]))
@@ -100,7 +112,7 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
         orthos = tuple(write_geotiff(folder / f"p{i}_ortho{k}.tif", img, ortho_grid) for k, img in enumerate(images))
         reference = np.where(patch.valid > 0, dsm, np.nan)
         for j, (strength, ranges) in enumerate(strengths.items()):
-            family = DegradationFamily(exclude=HELD_OUT_VARIANTS, **ranges)
+            family = DegradationFamily(exclude=HELD_OUT_VARIANTS, only=forced, **ranges)
             xyz = degrade_surface(np.random.default_rng([seed, i, j]), dsm, patch.valid, res, family).xyz
             cloud = folder / f"p{i}_{strength}.npz"
             write_point_cloud_npz(cloud, PointCloud(xyz=xyz + np.array([x0, y0, 0.0]), crs=crs, source=str(cloud)))
@@ -146,12 +158,13 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
                       with_baseline: bool = True, log: Callable[[str], None] = print,
                       symmetries: int = 1, ortho_shift_m: tuple[float, float] = (0.0, 0.0),
                       overrides: dict[str, Any] | None = None,
-                      ortho_lean_deg: tuple[float, float] | None = None) -> dict[str, dict[str, float]]:
+                      ortho_lean_deg: tuple[float, float] | None = None,
+                      fattening: str | None = None) -> dict[str, dict[str, float]]:
     """{label: metrics} for the baseline (3 × 3 median-filtered gridding) and every checkpoint,
     reconstructed with the engine's defaults (and ``symmetries`` copies averaged, symmetry.py;
     ``overrides``: dotted reconstruction options other than the default, ``with_overrides``),
-    with the orthos moved by ``ortho_shift_m`` and leaning as seen from ``ortho_lean_deg``
-    (:func:`validation_sets`)."""
+    with the orthos moved by ``ortho_shift_m`` and leaning as seen from ``ortho_lean_deg``, and every
+    cloud's edge fattening drawn from ``fattening`` alone (:func:`validation_sets`)."""
     from implicity.core.baseline import make_baseline_dsm
     from implicity.core.model import load_model
     from implicity.core.reconstruct import ReconstructionInputs, ReconstructionOptions, reconstruct_dsm, with_overrides
@@ -164,7 +177,8 @@ def score_checkpoints(checkpoints: list[Path], data_root: str | Path, device: st
     n_images = {path: int(load_model(path, device="cpu")[1].n_images) for path in checkpoints}
     with tempfile.TemporaryDirectory(prefix="implicity-select-") as tmp:
         folder = Path(tmp)
-        sets = validation_sets(data_root, folder, ortho_shift_m=ortho_shift_m, ortho_lean_deg=ortho_lean_deg)
+        sets = validation_sets(data_root, folder, ortho_shift_m=ortho_shift_m, ortho_lean_deg=ortho_lean_deg,
+                               fattening=fattening)
         log(f"{len(sets)} validation sets from {data_root}")
         if with_baseline:
             res = []

@@ -226,6 +226,30 @@ def test_validation_orthos_can_be_written_leaning(tmp_path):
     assert moved > 0
 
 
+def test_validation_clouds_can_all_take_one_fattening_variant_but_never_the_held_out_one(tmp_path):
+    """``fattening`` redraws only the clouds (orthos and reference as they were); the held-out variant
+    and unknown names are refused before anything is written."""
+    from implicity.core.errors import InputError
+    from implicity.training.selection import validation_sets
+
+    (tmp_path / "prep").mkdir()
+    root = prepare_tiny(tmp_path / "prep", n_images=1)
+    for name in ("plain", "directional", "held", "unknown"):
+        (tmp_path / name).mkdir()
+    plain = validation_sets(root, tmp_path / "plain")
+    directional = validation_sets(root, tmp_path / "directional", fattening="directional")
+    assert len(plain) == len(directional) > 0
+    assert [s.name for s in plain] == [s.name for s in directional]
+    for a, b in zip(plain, directional):
+        assert np.array_equal(a.reference, b.reference, equal_nan=True)
+    assert any(not np.array_equal(np.load(a.cloud)["xyz"], np.load(b.cloud)["xyz"])
+               for a, b in zip(plain, directional))
+    with pytest.raises(InputError, match="held out"):
+        validation_sets(root, tmp_path / "held", fattening="max_mean")
+    with pytest.raises(InputError, match="unknown"):
+        validation_sets(root, tmp_path / "unknown", fattening="blur")
+    assert not any((tmp_path / "held").iterdir()) and not any((tmp_path / "unknown").iterdir())
+
 
 def test_select_checkpoint_refuses_a_view_too_steep_for_an_ortho(capsys):
     """``--ortho-lean`` with an off-nadir angle of 60° or more stops before anything is read, saying

@@ -7,6 +7,7 @@ import pytest
 from implicity.core.errors import InputError
 from implicity.training.data.dataset import augment_grid
 from implicity.training.data.degrade import (
+    OPT_IN_VARIANTS,
     VARIANTS,
     DegradationFamily,
     degrade_surface,
@@ -33,7 +34,7 @@ def test_every_variant_is_drawn_and_the_cloud_is_plausible():
     dsm = _block_city()
     seen = {effect: set() for effect in VARIANTS}
     for seed in range(40):
-        d = degrade_surface(np.random.default_rng(seed), dsm, None, RES, DegradationFamily())
+        d = degrade_surface(np.random.default_rng(seed), dsm, None, RES, DegradationFamily(include=OPT_IN_VARIANTS))
         for effect in ("fattening", "sampling", "noise"):
             seen[effect].add(d.drawn[effect])
         seen["holes"].update(d.drawn["holes"])
@@ -54,6 +55,48 @@ def test_excluded_variant_is_never_drawn_and_held_out_family_draws_only_it():
     held = held_out_family(fam)
     assert {degrade_surface(np.random.default_rng(s), _block_city(48), None, RES, held).drawn["fattening"]
             for s in range(10)} == {"max_mean"}
+
+
+def test_opt_in_variants_are_drawn_only_where_included_and_leave_older_draws_alone():
+    dsm = _block_city(48)
+    plain = [degrade_surface(np.random.default_rng(s), dsm, None, RES, DegradationFamily()) for s in range(30)]
+    assert {d.drawn["fattening"] for d in plain} == {"none", "dilation", "max_mean"}
+    # a family that names no opt-in variant draws exactly what it drew before one existed
+    again = degrade_surface(np.random.default_rng(3), dsm, None, RES, DegradationFamily(exclude=("fattening:max_mean",)))
+    assert "fattening_azimuth_deg" not in again.drawn
+    assert np.array_equal(again.xyz, degrade_surface(np.random.default_rng(3), dsm, None, RES,
+                                                     DegradationFamily(exclude=("fattening:max_mean",))).xyz)
+    included = {degrade_surface(np.random.default_rng(s), dsm, None, RES,
+                                DegradationFamily(include=("fattening:directional",))).drawn["fattening"]
+                for s in range(30)}
+    assert "directional" in included
+    with pytest.raises(InputError, match="not an opt-in variant"):
+        DegradationFamily(include=("fattening:dilation",))
+
+
+def test_directional_fattening_widens_a_building_on_one_side_only():
+    """A 12 m block, fattened 2 m towards a drawn azimuth: the ring of ground just outside the
+    block is raised on the side the azimuth points to and stays at ground level on the opposite one."""
+    quiet = DegradationFamily(only=("fattening:directional", "sampling:random"), fattening_m=(2.0, 2.0),
+                              fattening_fraction=(1.0, 1.0), noise_std=(0.01, 0.011), blunder_fraction=(0.0, 0.0),
+                              hole_fraction=(0.0, 0.0), density=(20.0, 20.0), density_variation=(0.0, 0.0),
+                              slope_noise_probability=0.0, vertical_bias_std_m=0.0, planimetric_shift_std_m=0.0,
+                              xy_noise_std_m=(0.0, 0.0))
+    dsm = _block_city()  # block over x, y in [19, 29] m (x east, y north from the south-west corner)
+    for seed in range(6):
+        d = degrade_surface(np.random.default_rng(seed), dsm, None, RES, quiet)
+        azimuth = np.radians(d.drawn["fattening_azimuth_deg"])
+        east, north = np.sin(azimuth), np.cos(azimuth)
+        x, y, z = d.xyz.T
+        dx, dy = x - 24.0, y - 24.0
+        # within 1.5 m outside the block, on the line through its centre along the azimuth
+        outside = (np.maximum(np.abs(dx), np.abs(dy)) > 5.1) & (np.maximum(np.abs(dx), np.abs(dy)) < 6.5)
+        along = dx * east + dy * north
+        on_line = np.abs(dx * north - dy * east) < 2.0
+        ahead, behind = outside & on_line & (along > 0), outside & on_line & (along < 0)
+        assert ahead.sum() > 5 and behind.sum() > 5
+        assert np.median(z[ahead]) > 17.0  # the low side takes 0.6–1 of the 12 m step
+        assert np.all(z[behind] < 11.0)
 
 
 def test_density_and_pixel_grid_sampling():

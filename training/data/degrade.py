@@ -28,13 +28,18 @@ from implicity.core.gridding import fill_nearest
 from .simulate import smooth_field
 from .visibility import blocked_mask
 
-#: Every effect and its variants (the vocabulary of ``exclude`` and ``only``).
+#: Every effect and its variants (the vocabulary of ``exclude``, ``only`` and ``include``).
 VARIANTS: dict[str, tuple[str, ...]] = {
     "noise": ("independent", "correlated", "mixed"),
-    "fattening": ("none", "dilation", "max_mean"),
+    "fattening": ("none", "dilation", "max_mean", "directional"),
     "sampling": ("random", "pixel_grid"),
     "holes": ("occlusion", "shadow", "blobs"),
 }
+
+#: Variants added after datasets, validation sets and the held-out protocol were fixed: drawn only
+#: where a family ``include``s them (or forces them with ``only``), so that every older family, and
+#: every seeded draw made from it, stays exactly as it was.
+OPT_IN_VARIANTS: tuple[str, ...] = ("fattening:directional",)
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,17 @@ class DegradationFamily:
     vertical_bias_std_m: float = 0.2                      # whole-patch height offset
     planimetric_shift_std_m: float = 0.3                  # whole-patch xy shift
     xy_noise_std_m: tuple[float, float] = (0.0, 0.3)
+    directional_width_px: tuple[float, float] = (1.0, 3.0)  # width of the one-sided footprint (directional)
     exclude: tuple[str, ...] = ()                         # "effect:variant" never drawn (held out)
     only: tuple[str, ...] = ()                            # "effect:variant" always drawn (held-out tests)
+    include: tuple[str, ...] = ()                         # opt-in variants (OPT_IN_VARIANTS) drawn too
 
     def __post_init__(self) -> None:
-        for item in (*self.exclude, *self.only):
+        for item in self.include:
+            if item not in OPT_IN_VARIANTS:
+                raise InputError(f"degradation: include '{item}' is not an opt-in variant; opt-in variants: "
+                                 f"{', '.join(OPT_IN_VARIANTS)} (every other variant is drawn unless excluded).")
+        for item in (*self.exclude, *self.only, *self.include):
             effect, _, variant = str(item).partition(":")
             if effect not in VARIANTS or variant not in VARIANTS[effect]:
                 known = ", ".join(f"{e}:{v}" for e, vs in VARIANTS.items() for v in vs)
@@ -76,7 +87,8 @@ class DegradationFamily:
         forced = tuple(v.split(":", 1)[1] for v in self.only if v.startswith(effect + ":"))
         if forced:
             return forced
-        return tuple(v for v in VARIANTS[effect] if f"{effect}:{v}" not in self.exclude)
+        return tuple(v for v in VARIANTS[effect] if f"{effect}:{v}" not in self.exclude
+                     and (f"{effect}:{v}" not in OPT_IN_VARIANTS or f"{effect}:{v}" in self.include))
 
 
 def family_from_mapping(values: Mapping[str, Any] | None, where: str = "degradation") -> DegradationFamily:
@@ -103,6 +115,20 @@ def _disk(radius_px: float) -> np.ndarray:
     return (xx ** 2 + yy ** 2) <= radius_px ** 2 + 1e-9
 
 
+def _one_sided(reach_px: float, azimuth_deg: float, width_px: float) -> np.ndarray:
+    """Footprint of the cells at most ``reach_px`` away from the centre towards ``azimuth_deg``
+    (clockwise from north; rows run south) and within ``width_px`` / 2 of that line.
+
+    Why one-sided: a matcher fills the side of a building it cannot see with the roof it can,
+    along the view direction only, so the fattened band lies on one side of each building."""
+    r = max(1, int(math.ceil(reach_px)))
+    rows, cols = np.mgrid[-r:r + 1, -r:r + 1].astype(float)
+    east, north = math.sin(math.radians(azimuth_deg)), math.cos(math.radians(azimuth_deg))
+    along = cols * east - rows * north
+    across = np.abs(cols * north + rows * east)
+    return (along >= 0) & (along <= reach_px + 1e-9) & (across <= width_px / 2 + 1e-9)
+
+
 def _fatten(rng: np.random.Generator, surface: np.ndarray, res: float, fam: DegradationFamily,
             variant: str, drawn: dict[str, Any]) -> np.ndarray:
     """Foreground fattening: the low side of height steps takes the height of the high side."""
@@ -114,7 +140,12 @@ def _fatten(rng: np.random.Generator, surface: np.ndarray, res: float, fam: Degr
         size = max(2, int(round(2 * reach_px)) + 1)
         return ndimage.uniform_filter(ndimage.maximum_filter(surface, size=size, mode="nearest"), size=size,
                                       mode="nearest")
-    dilated = ndimage.grey_dilation(surface, footprint=_disk(reach_px), mode="nearest")
+    if variant == "directional":
+        drawn["fattening_azimuth_deg"] = float(rng.uniform(0.0, 360.0))
+        footprint = _one_sided(reach_px, drawn["fattening_azimuth_deg"], rng.uniform(*fam.directional_width_px))
+    else:
+        footprint = _disk(reach_px)
+    dilated = ndimage.grey_dilation(surface, footprint=footprint, mode="nearest")
     step = dilated - surface
     patches = smooth_field(rng, surface.shape, 8.0 / res)
     fraction = rng.uniform(*fam.fattening_fraction)
