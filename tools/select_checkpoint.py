@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.ortho_lean is not None and not 0.0 <= args.ortho_lean[1] < MAX_OFF_NADIR_DEG:
         parser.error(f"--ortho-lean: the off-nadir angle must lie in [0, {MAX_OFF_NADIR_DEG:g}) degrees "
                      f"(got {args.ortho_lean[1]:g}); e.g. --ortho-lean 45 15")
+    if args.fattening is not None:
+        from implicity.training.data.degrade import VARIANTS
+        from implicity.training.protocol import HELD_OUT_VARIANTS
+
+        allowed = [v for v in VARIANTS["fattening"] if f"fattening:{v}" not in HELD_OUT_VARIANTS]
+        if args.fattening not in allowed:
+            why = "is held out of training and selection" if f"fattening:{args.fattening}" in HELD_OUT_VARIANTS \
+                else "is not a fattening variant"
+            parser.error(f"--fattening {args.fattening!r} {why}; use one of {', '.join(allowed)}")
     overrides = dict(o.split("=", 1) for o in args.option)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:

@@ -266,6 +266,20 @@ def test_select_checkpoint_refuses_a_view_too_steep_for_an_ortho(capsys):
     assert "--ortho-lean" in err and "75" in err and "[0, 60)" in err
 
 
+def test_select_checkpoint_refuses_the_held_out_fattening_before_reading_anything(capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    import select_checkpoint
+
+    for variant, why in (("max_mean", "held out"), ("blur", "not a fattening variant")):
+        with pytest.raises(SystemExit) as stop:
+            select_checkpoint.main(["missing.pt", "--fattening", variant])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "--fattening" in err and why in err and "directional" in err
+
+
 def test_the_balanced_score_gives_the_real_sets_half_the_say():
     """Four synthetic sets with no error and one real set with 1 m everywhere: pooled, the real set is
     a fifth of the pixels (MedAE 0); balanced, it is half of the score."""
