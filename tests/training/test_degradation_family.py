@@ -61,11 +61,11 @@ def test_opt_in_variants_are_drawn_only_where_included_and_leave_older_draws_alo
     dsm = _block_city(48)
     plain = [degrade_surface(np.random.default_rng(s), dsm, None, RES, DegradationFamily()) for s in range(30)]
     assert {d.drawn["fattening"] for d in plain} == {"none", "dilation", "max_mean"}
-    # a family that names no opt-in variant draws exactly what it drew before one existed
-    again = degrade_surface(np.random.default_rng(3), dsm, None, RES, DegradationFamily(exclude=("fattening:max_mean",)))
-    assert "fattening_azimuth_deg" not in again.drawn
-    assert np.array_equal(again.xyz, degrade_surface(np.random.default_rng(3), dsm, None, RES,
-                                                     DegradationFamily(exclude=("fattening:max_mean",))).xyz)
+    # a family that names no opt-in variant chooses among the same variants in the same order as before
+    # one existed, so a seeded draw (validation sets, the model card's sets) is the draw it was
+    assert DegradationFamily().choices("fattening") == ("none", "dilation", "max_mean")
+    assert DegradationFamily(exclude=("fattening:max_mean",)).choices("fattening") == ("none", "dilation")
+    assert all("fattening_azimuth_deg" not in d.drawn for d in plain)
     included = {degrade_surface(np.random.default_rng(s), dsm, None, RES,
                                 DegradationFamily(include=("fattening:directional",))).drawn["fattening"]
                 for s in range(30)}
