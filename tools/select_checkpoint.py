@@ -78,14 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--ortho-lean: the off-nadir angle must lie in [0, {MAX_OFF_NADIR_DEG:g}) degrees "
                      f"(got {args.ortho_lean[1]:g}); e.g. --ortho-lean 45 15")
     if args.fattening is not None:
-        from implicity.training.data.degrade import VARIANTS
-        from implicity.training.protocol import HELD_OUT_VARIANTS
+        from implicity.training.selection import check_validation_fattening
 
-        allowed = [v for v in VARIANTS["fattening"] if f"fattening:{v}" not in HELD_OUT_VARIANTS]
-        if args.fattening not in allowed:
-            why = "is held out of training and selection" if f"fattening:{args.fattening}" in HELD_OUT_VARIANTS \
-                else "is not a fattening variant"
-            parser.error(f"--fattening {args.fattening!r} {why}; use one of {', '.join(allowed)}")
+        try:
+            check_validation_fattening(args.fattening)
+        except ImplicityError as exc:
+            parser.error(f"--fattening: {exc}")
     overrides = dict(o.split("=", 1) for o in args.option)
     try:
         with tempfile.TemporaryDirectory(prefix="implicity-export-") as tmp:

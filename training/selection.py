@@ -61,6 +61,20 @@ def non_overlapping(entries: list[dict[str, Any]], patch_size: float) -> list[di
     return keep
 
 
+def check_validation_fattening(variant: str) -> str:
+    """``"fattening:VARIANT"`` for a fattening variant validation may force, or a one-line InputError:
+    unknown names, and the held-out variant, which selection must never see."""
+    from .data.degrade import VARIANTS
+    from .protocol import HELD_OUT_VARIANTS
+
+    allowed = [v for v in VARIANTS["fattening"] if f"fattening:{v}" not in HELD_OUT_VARIANTS]
+    if variant not in allowed:
+        why = ("is held out of training and selection" if f"fattening:{variant}" in HELD_OUT_VARIANTS
+               else "is not a fattening variant (unknown)")
+        raise InputError(f"fattening '{variant}' {why}; use one of {', '.join(allowed)}.")
+    return f"fattening:{variant}"
+
+
 def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str = "val",
                     ortho_shift_m: tuple[float, float] = (0.0, 0.0),
                     ortho_lean_deg: tuple[float, float] | None = None,
@@ -84,13 +98,7 @@ def validation_sets(root: str | Path, folder: Path, seed: int = 77, split: str =
     from .data.store import load_patch, read_manifest, source_types
     from .protocol import HELD_OUT_VARIANTS, TEST_RANGES
 
-    forced: tuple[str, ...] = ()
-    if fattening is not None:
-        forced = (f"fattening:{fattening}",)
-        if forced[0] in HELD_OUT_VARIANTS:
-            raise InputError(f"validation sets: fattening '{fattening}' is held out of training and selection; "
-                             "choose another variant.")
-        DegradationFamily(only=forced)  # an unknown variant fails here, before any set is written
+    forced = (check_validation_fattening(fattening),) if fattening is not None else ()
     root, manifest = read_manifest(root)
     kinds = source_types(manifest)
     entries = non_overlapping([e for e in manifest["patches"] if e["split"] == split], float(manifest["patch_size"]))
