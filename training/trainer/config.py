@@ -73,6 +73,10 @@ class LossConfig:
     reduction: str = "mean"        # "mean": sum(w*bce)/M, as the reference; "weighted_mean": /sum(w)
     monotone_weight: float = 0.0   # > 0: add this times loss.monotone_penalty (occupancy rising with height) over
     monotone_dz_m: tuple[float, float] = (0.25, 2.0)  # each query paired with one this far above (m, uniform)
+    height_weight: float = 0.0     # > 0: add this times loss.column_height_loss (L1 height of whole columns, m)
+    height_columns: int = 128      # columns per sample, over random valid pixels of the reference DSM
+    height_samples: int = 16       # queries per column
+    height_range_m: float = 3.0    # each column spans twice this around the true height (m)
 
 
 @dataclass
@@ -178,9 +182,16 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     return train_config_from_dict(read_yaml_with_inheritance(file), source=str(file))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _is_height_range(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return (isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value)
             and 0 < value[0] <= value[1])
 
 
@@ -198,9 +209,14 @@ def validate_train_config(c: TrainConfig) -> None:
         (c.optim.lr_mode in ("triangular", "triangular2", "exp_range"),
          "optim.lr_mode must be triangular, triangular2 or exp_range"),
         (c.loss.reduction in ("mean", "weighted_mean"), "loss.reduction must be 'mean' or 'weighted_mean'"),
-        (isinstance(c.loss.monotone_weight, (int, float)) and not isinstance(c.loss.monotone_weight, bool)
-         and c.loss.monotone_weight >= 0, "loss.monotone_weight must be 0 (off) or a positive number"),
+        (_is_number(c.loss.monotone_weight) and c.loss.monotone_weight >= 0, "loss.monotone_weight must be 0 (off) or a positive number"),
         (_is_height_range(c.loss.monotone_dz_m), "loss.monotone_dz_m must be [min, max] metres with 0 < min <= max"),
+        (_is_number(c.loss.height_weight) and c.loss.height_weight >= 0,
+         "loss.height_weight must be 0 (off) or a positive number"),
+        (_is_count(c.loss.height_columns) and _is_count(c.loss.height_samples),
+         "loss.height_columns and loss.height_samples must be whole numbers >= 1"),
+        (_is_number(c.loss.height_range_m) and c.loss.height_range_m > 0,
+         "loss.height_range_m must be a positive number of metres"),
         (c.schedule.max_steps >= 1, "schedule.max_steps must be >= 1"),
         (min(c.schedule.log_every, c.schedule.val_every, c.schedule.checkpoint_every) >= 1,
          "schedule.log_every/val_every/checkpoint_every must be >= 1"),

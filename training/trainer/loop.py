@@ -43,7 +43,7 @@ from .distributed import (
 )
 from .feeding import iterate_samples, iterate_validation, rank_epoch_order, to_device
 from .logs import RunLogger
-from .loss import monotone_penalty, raised_queries, weighted_bce_with_logits
+from .loss import column_height_loss, column_queries, monotone_penalty, raised_queries, weighted_bce_with_logits
 from .parameters import freeze_parameters, optimizer_state_for
 from .validation import ValidationResult, evaluate
 
@@ -225,20 +225,25 @@ class Trainer:
         sync = self.progress.micro + 1 >= self.accumulate
         no_sync = self.net.no_sync() if (self.ctx.enabled and not sync) else contextlib.nullcontext()
         with no_sync:
-            query, lc = batch["query"], self.config.loss
-            if lc.monotone_weight > 0:  # each query and one above it, decoded in one call (DDP sees one forward)
-                z_std = float(batch["normalizer"]["z_std"])  # metres per unit of the queries' z
-                query = torch.cat([query, raised_queries(query, lc.monotone_dz_m[0] / z_std,
-                                                         lc.monotone_dz_m[1] / z_std)], dim=1)
+            lc = self.config.loss
+            z_std = float(batch["normalizer"]["z_std"]) if lc.monotone_weight > 0 or lc.height_weight > 0 else 1.0
+            parts = [batch["query"]]  # extra queries are decoded in the same call (DDP sees one forward)
+            if lc.monotone_weight > 0:  # each query and one above it
+                parts.append(raised_queries(batch["query"], lc.monotone_dz_m[0] / z_std, lc.monotone_dz_m[1] / z_std))
+            if lc.height_weight > 0:  # vertical columns over random valid pixels of the reference DSM
+                columns = column_queries(batch["dsm"], lc.height_columns, lc.height_samples, lc.height_range_m / z_std)
+                parts.append(columns[0])
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.net(query, batch["points"], batch.get("images"))
-            raised = None
-            if lc.monotone_weight > 0:
-                logits, raised = logits.split(batch["query"].shape[1], dim=1)
+                logits = self.net(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0], batch["points"],
+                                  batch.get("images"))
+            decoded = list(logits.split([part.shape[1] for part in parts], dim=1))
+            logits = decoded.pop(0)
             weight = batch.get("weight") if lc.use_weights else None
             loss = weighted_bce_with_logits(logits, batch["occupancy"], weight, lc.reduction)
-            if raised is not None:
-                loss = loss + lc.monotone_weight * monotone_penalty(logits, raised, batch.get("weight"))
+            if lc.monotone_weight > 0:
+                loss = loss + lc.monotone_weight * monotone_penalty(logits, decoded.pop(0), batch.get("weight"))
+            if lc.height_weight > 0:
+                loss = loss + lc.height_weight * column_height_loss(decoded.pop(0), *columns[1:], z_std)
             self.scaler.scale(loss / self.accumulate).backward()
         self._group_loss += float(loss.detach())
         self.progress.micro += 1

@@ -12,6 +12,13 @@ islands above the surface. The coarse-to-fine search of the reference mode takes
 sample of a column and the fast mode the crossing near its prior, so where a column crosses 0.5 more
 than once the two modes can give different heights. (Measured on ImpliCity-0: the penalty kept the
 validation score but did not bring the two modes closer; docs/checkpoint_selection.md.)
+
+The height loss (``loss.height_weight``, off by default) scores what the DSM is made of: the height where a
+column's occupancy flips. BCE on single queries is blind to how far a misplaced flip moves the surface, and
+the DSM metrics (MedAE, MAE) are L1 in height. For random valid pixels of the reference DSM a column of
+stratified samples spanning ``2 × height_range_m`` around the true height is decoded; the column's occupancy
+summed times the sample spacing is its height (exact for a step at any height inside the column, in
+expectation over the stratified offset), and the loss is its mean absolute error in metres.
 """
 from __future__ import annotations
 
@@ -61,3 +68,46 @@ def monotone_penalty(logits_low: torch.Tensor, logits_high: torch.Tensor,
         return rise.mean()
     counted = (weight > 0).float()
     return (rise * counted).sum() / counted.sum().clamp_min(1.0)
+
+
+def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Vertical columns of queries over random finite pixels of a normalised DSM batch (B, R, R).
+
+    Returns the queries (B, n_columns × n_samples, 3) in the network frame (pixel (row, col) covers
+    x ∈ [col, col + 1) / R, y ∈ (1 − (row + 1) / R, 1 − row / R]; xy uniform inside it), the columns' true
+    heights (B, n_columns), their lower ends (B, n_columns), which columns count (B, n_columns; 0 where a DSM
+    has no finite pixel) and the sample spacing. Each column spans 2 × ``half_range`` (the queries' z units)
+    from a lower end drawn in [h − 1.5 half_range, h − 0.5 half_range], so the true height is never at a fixed
+    place in it; its samples are stratified (one random offset per column). Drawn from torch's global
+    generator, which the trainer saves and restores on resume.
+    """
+    b, rows, cols = dsm.shape
+    finite = torch.isfinite(dsm).reshape(b, -1)
+    counted = finite.any(dim=1)
+    chances = torch.where(counted[:, None], finite.float(), torch.ones_like(finite, dtype=torch.float32))
+    pixel = torch.multinomial(chances, n_columns, replacement=True)                       # (B, K)
+    row, col = pixel // cols, pixel % cols
+    height = torch.gather(dsm.reshape(b, -1), 1, pixel)
+    height = torch.where(torch.isfinite(height), height, torch.zeros_like(height))
+    x = (col.float() + torch.rand_like(height)) / cols
+    y = 1.0 - (row.float() + torch.rand_like(height)) / rows
+    lower = height - half_range * (0.5 + torch.rand_like(height))
+    step = 2.0 * half_range / n_samples
+    offsets = (torch.arange(n_samples, device=dsm.device, dtype=height.dtype) + torch.rand_like(height)[..., None]) * step
+    z = lower[..., None] + offsets                                                         # (B, K, M)
+    query = torch.stack([x[..., None].expand_as(z), y[..., None].expand_as(z), z], dim=-1).reshape(b, -1, 3)
+    return query, height, lower, counted[:, None].expand_as(height).float(), step
+
+
+def column_height_loss(logits: torch.Tensor, height: torch.Tensor, lower: torch.Tensor, counted: torch.Tensor,
+                       step: float, z_std: float) -> torch.Tensor:
+    """Mean absolute error in metres of the columns' heights, each its lower end + spacing × summed occupancy.
+
+    ``logits`` (B, K × M) in the order :func:`column_queries` made them; columns with ``counted`` 0 do not
+    count. In float32."""
+    b, k = height.shape
+    occupancy = torch.sigmoid(logits.float()).reshape(b, k, -1)
+    estimate = lower.float() + step * occupancy.sum(dim=-1)
+    error = (estimate - height.float()).abs() * float(z_std)
+    return (error * counted).sum() / counted.sum().clamp_min(1.0)
