@@ -9,7 +9,7 @@ import torch
 from implicity.core.errors import InputError
 from implicity.training.trainer.loss import column_height_loss, column_queries
 
-from ..helpers.tiny_trainer import TinyNet, TinyPatches, Z_STD, final_weights, make_trainer
+from ..helpers.tiny_trainer import Z_STD, TinyNet, TinyPatches, final_weights, make_trainer
 
 
 def _terraced_dsm(rows: int = 8) -> torch.Tensor:
