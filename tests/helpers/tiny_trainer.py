@@ -8,7 +8,7 @@ trainer tests run in seconds without the real network or prepared data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -119,6 +119,19 @@ def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
     from implicity.training.trainer.loop import FINAL_FILE
 
     return torch.load(out_dir / FINAL_FILE, weights_only=True)["model"]
+
+
+def mean_over_fresh_samples(weights: dict[str, torch.Tensor], measure: Callable[[TinyNet, dict[str, Any]], float],
+                            n_query: int = 256) -> float:
+    """The mean of ``measure(net, sample)`` for a TinyNet holding ``weights`` over four fresh, unaugmented
+    samples (torch seeded, no gradients): how a trained tiny model is judged on data it did not train on."""
+    net = TinyNet()
+    net.load_state_dict(weights)
+    torch.manual_seed(123)
+    patches = TinyPatches(n=4, n_query=n_query, augment=False, seed=7)
+    with torch.no_grad():
+        values = [measure(net, patches[i]) for i in range(len(patches))]
+    return sum(values) / len(values)
 
 
 def tiny_config(out_dir: Path, **overrides: Any) -> Any:

@@ -9,7 +9,7 @@ import torch
 from implicity.core.errors import InputError
 from implicity.training.trainer.loss import column_height_loss, column_queries
 
-from ..helpers.tiny_trainer import Z_STD, TinyNet, TinyPatches, final_weights, make_trainer
+from ..helpers.tiny_trainer import Z_STD, TinyNet, final_weights, make_trainer, mean_over_fresh_samples
 
 
 def _terraced_dsm(rows: int = 8) -> torch.Tensor:
@@ -77,18 +77,11 @@ def test_the_gradient_raises_a_surface_that_is_too_low() -> None:
 
 def _column_error_m(weights: dict[str, torch.Tensor]) -> float:
     """The height loss of a trained TinyNet on fresh samples (metres)."""
-    net = TinyNet()
-    net.load_state_dict(weights)
-    torch.manual_seed(123)
-    errors = []
-    with torch.no_grad():
-        patches = TinyPatches(n=4, augment=False, seed=7)
-        for sample in (patches[i] for i in range(len(patches))):
-            dsm = torch.from_numpy(sample["dsm"])[None]
-            query, *columns = column_queries(dsm, n_columns=400, n_samples=16, half_range=0.3)
-            logits = net(query, torch.from_numpy(sample["points"])[None])
-            errors.append(float(column_height_loss(logits, *columns, z_std=Z_STD)))
-    return sum(errors) / len(errors)
+    def error(net: TinyNet, sample: dict) -> float:
+        query, *columns = column_queries(torch.from_numpy(sample["dsm"])[None], n_columns=400, n_samples=16,
+                                         half_range=0.3)
+        return float(column_height_loss(net(query, torch.from_numpy(sample["points"])[None]), *columns, z_std=Z_STD))
+    return mean_over_fresh_samples(weights, error)
 
 
 def test_training_with_the_height_loss_leaves_the_columns_heights_closer(tmp_path) -> None:

@@ -9,7 +9,7 @@ import torch
 from implicity.core.errors import InputError
 from implicity.training.trainer.loss import monotone_penalty, raised_queries
 
-from ..helpers.tiny_trainer import TinyNet, TinyPatches, final_weights, make_trainer
+from ..helpers.tiny_trainer import TinyNet, final_weights, make_trainer, mean_over_fresh_samples
 
 
 def test_penalty_is_the_mean_rise_of_occupancy_over_counted_pairs() -> None:
@@ -41,18 +41,10 @@ def test_raised_queries_move_only_z_within_the_range() -> None:
 
 def _mean_rise(weights: dict[str, torch.Tensor]) -> float:
     """The penalty of a trained TinyNet on fresh samples and pairs 0.5-3 m apart (Z_STD 10 m)."""
-    net = TinyNet()
-    net.load_state_dict(weights)
-    torch.manual_seed(123)
-    rises = []
-    with torch.no_grad():
-        patches = TinyPatches(n=4, n_query=2000, augment=False, seed=7)
-        for sample in (patches[i] for i in range(len(patches))):
-            q = torch.from_numpy(sample["query"])[None]
-            pts = torch.from_numpy(sample["points"])[None]
-            feats = net.encode(pts, None)
-            rises.append(float(monotone_penalty(net.decode(q, feats), net.decode(raised_queries(q, 0.05, 0.3), feats))))
-    return sum(rises) / len(rises)
+    def rise(net: TinyNet, sample: dict) -> float:
+        q, feats = torch.from_numpy(sample["query"])[None], net.encode(torch.from_numpy(sample["points"])[None], None)
+        return float(monotone_penalty(net.decode(q, feats), net.decode(raised_queries(q, 0.05, 0.3), feats)))
+    return mean_over_fresh_samples(weights, rise, n_query=2000)
 
 
 def test_training_with_the_penalty_leaves_columns_closer_to_monotone(tmp_path) -> None:
