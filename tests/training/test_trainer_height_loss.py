@@ -45,6 +45,17 @@ def test_columns_stand_inside_their_pixel_and_span_twice_the_range_around_its_he
     assert bool(((height - lower) >= 0.15 - 1e-6).all()) and bool(((height - lower) <= 0.45 + 1e-6).all())
 
 
+def test_centred_columns_have_the_true_height_in_their_middle_and_cost_a_soft_centred_profile_nothing() -> None:
+    torch.manual_seed(3)
+    dsm = _terraced_dsm()
+    query, height, lower, counted, step = column_queries(dsm, n_columns=500, n_samples=16, half_range=0.3, jitter=0.0)
+    assert torch.allclose(height - lower, torch.full_like(height, 0.3))
+    soft = _step_logits(query, dsm) / 100.0                      # logit 2 per normalised unit: 1 m per 0.2
+    centred = column_height_loss(soft, height, lower, counted, step, Z_STD)
+    query, *off_centre = column_queries(dsm, n_columns=500, n_samples=16, half_range=0.3, jitter=0.5)
+    assert float(centred) < 0.5 * float(column_height_loss(_step_logits(query, dsm) / 100.0, *off_centre, Z_STD))
+
+
 def test_a_sharp_step_at_the_true_height_costs_nothing_and_a_lowered_one_costs_its_drop() -> None:
     torch.manual_seed(1)
     dsm = _terraced_dsm()
@@ -95,7 +106,8 @@ def test_training_with_the_height_loss_leaves_the_columns_heights_closer(tmp_pat
 
 
 @pytest.mark.parametrize("loss", [{"height_weight": -1.0}, {"height_weight": True}, {"height_columns": 0},
-                                  {"height_samples": 2.5}, {"height_range_m": 0.0}, {"height_range_m": "3"}])
+                                  {"height_samples": 2.5}, {"height_range_m": 0.0}, {"height_range_m": "3"},
+                                  {"height_jitter": 1.5}, {"height_jitter": -0.1}])
 def test_bad_height_loss_settings_are_refused_before_training(tmp_path, loss) -> None:
     with pytest.raises(InputError, match=r"loss\.height"):
         make_trainer(tmp_path, loss=loss)

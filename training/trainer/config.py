@@ -77,6 +77,7 @@ class LossConfig:
     height_columns: int = 128      # columns per sample, over random valid pixels of the reference DSM
     height_samples: int = 16       # queries per column
     height_range_m: float = 3.0    # each column spans twice this around the true height (m)
+    height_jitter: float = 0.5     # column centres drawn within ± this × height_range_m of the true height
 
 
 @dataclass
@@ -217,6 +218,8 @@ def validate_train_config(c: TrainConfig) -> None:
          "loss.height_columns and loss.height_samples must be whole numbers >= 1"),
         (_is_number(c.loss.height_range_m) and c.loss.height_range_m > 0,
          "loss.height_range_m must be a positive number of metres"),
+        (_is_number(c.loss.height_jitter) and 0 <= c.loss.height_jitter <= 1,
+         "loss.height_jitter must be between 0 (columns centred on the true height) and 1"),
         (c.schedule.max_steps >= 1, "schedule.max_steps must be >= 1"),
         (min(c.schedule.log_every, c.schedule.val_every, c.schedule.checkpoint_every) >= 1,
          "schedule.log_every/val_every/checkpoint_every must be >= 1"),

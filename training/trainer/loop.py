@@ -231,7 +231,8 @@ class Trainer:
             if lc.monotone_weight > 0:  # each query and one above it
                 parts.append(raised_queries(batch["query"], lc.monotone_dz_m[0] / z_std, lc.monotone_dz_m[1] / z_std))
             if lc.height_weight > 0:  # vertical columns over random valid pixels of the reference DSM
-                columns = column_queries(batch["dsm"], lc.height_columns, lc.height_samples, lc.height_range_m / z_std)
+                columns = column_queries(batch["dsm"], lc.height_columns, lc.height_samples, lc.height_range_m / z_std,
+                                         lc.height_jitter)
                 parts.append(columns[0])
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = self.net(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0], batch["points"],

@@ -70,7 +70,7 @@ def monotone_penalty(logits_low: torch.Tensor, logits_high: torch.Tensor,
     return (rise * counted).sum() / counted.sum().clamp_min(1.0)
 
 
-def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range: float
+def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range: float, jitter: float = 0.5
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Vertical columns of queries over random finite pixels of a normalised DSM batch (B, R, R).
 
@@ -78,9 +78,12 @@ def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range
     x ∈ [col, col + 1) / R, y ∈ (1 − (row + 1) / R, 1 − row / R]; xy uniform inside it), the columns' true
     heights (B, n_columns), their lower ends (B, n_columns), which columns count (B, n_columns; 0 where a DSM
     has no finite pixel) and the sample spacing. Each column spans 2 × ``half_range`` (the queries' z units)
-    from a lower end drawn in [h − 1.5 half_range, h − 0.5 half_range], so the true height is never at a fixed
-    place in it; its samples are stratified (one random offset per column). Drawn from torch's global
-    generator, which the trainer saves and restores on resume.
+    from a lower end drawn in [h − (1 + jitter) half_range, h − (1 − jitter) half_range]; its samples are
+    stratified (one random offset per column). The network sees single queries, not columns, so it cannot
+    learn where a column is centred; but a column off-centre cuts the tails of a soft occupancy profile
+    unequally, which biases the summed height and rewards sharper profiles, and ``jitter`` 0 (centred on the
+    true height) does not. Drawn from torch's global generator, which the trainer saves and restores on
+    resume.
     """
     b, rows, cols = dsm.shape
     finite = torch.isfinite(dsm).reshape(b, -1)
@@ -92,7 +95,7 @@ def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range
     height = torch.where(torch.isfinite(height), height, torch.zeros_like(height))
     x = (col.float() + torch.rand_like(height)) / cols
     y = 1.0 - (row.float() + torch.rand_like(height)) / rows
-    lower = height - half_range * (0.5 + torch.rand_like(height))
+    lower = height - half_range * (1.0 + jitter * (2.0 * torch.rand_like(height) - 1.0))
     step = 2.0 * half_range / n_samples
     offsets = (torch.arange(n_samples, device=dsm.device, dtype=height.dtype) + torch.rand_like(height)[..., None]) * step
     z = lower[..., None] + offsets                                                         # (B, K, M)
