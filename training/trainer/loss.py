@@ -82,9 +82,9 @@ def column_queries(dsm: torch.Tensor, n_columns: int, n_samples: int, half_range
     from a lower end drawn in [h − (1 + jitter) half_range, h − (1 − jitter) half_range]; its samples are
     stratified (one random offset per column). The network sees single queries, not columns, so it cannot
     learn where a column is centred. A column's summed height cannot err by more than the column reaches, so
-    the loss is an L1 clipped at about ``half_range`` (exactly, with ``jitter`` 0): on short columns it pays to
-    trade large height errors for small ones (measured on mono: lower MedAE, higher MAE and RMSE;
-    docs/checkpoint_selection.md). Drawn from torch's global generator, which the trainer saves and restores
+    the loss is an L1 clipped at about ``half_range`` (exactly, with ``jitter`` 0). Measured on mono with 6 m and
+    24 m columns alike: lower MedAE on the real validation sets, higher MAE and RMSE on the synthetic ones
+    (docs/checkpoint_selection.md). Drawn from torch's global generator, which the trainer saves and restores
     on resume.
     """
     b, rows, cols = dsm.shape
