@@ -204,8 +204,7 @@ def validate_train_config(c: TrainConfig) -> None:
         (c.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
         (0 < c.optim.lr_base <= c.optim.lr_max, "optim.lr_base must be > 0 and <= optim.lr_max"),
         (c.optim.step_size_up >= 1 and c.optim.step_size_down >= 1, "optim.step_size_up/down must be >= 1"),
-        (c.optim.ema_decay is None or (isinstance(c.optim.ema_decay, (int, float))
-                                       and not isinstance(c.optim.ema_decay, bool) and 0.0 < c.optim.ema_decay < 1.0),
+        (c.optim.ema_decay is None or (_is_number(c.optim.ema_decay) and 0.0 < c.optim.ema_decay < 1.0),
          "optim.ema_decay must be between 0 and 1 (e.g. 0.98), or null for no weight averaging"),
         (c.optim.lr_mode in ("triangular", "triangular2", "exp_range"),
          "optim.lr_mode must be triangular, triangular2 or exp_range"),
