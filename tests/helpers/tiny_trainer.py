@@ -68,8 +68,10 @@ class TinyPatches:
     """PatchDataset stand-in: same sample dict, deterministic per (seed, epoch, index)."""
 
     def __init__(self, n: int = 5, n_query: int = 256, n_points: int = 400, augment: bool = True,
-                 seed: int = 0, n_images: int = 0, kill_at: tuple[int, int, int] | None = None) -> None:
+                 seed: int = 0, n_images: int = 0, kill_at: tuple[int, int, int] | None = None,
+                 source_keys: tuple[str, ...] | None = None) -> None:
         self.n, self.n_query, self.n_points, self.augment, self.seed = n, n_query, n_points, augment, seed
+        self.source_keys = source_keys  # as PatchDataset names a sample's source; None: not given
         self.n_images = n_images
         self.epoch = 0
         self.kill_at = kill_at          # (epoch, index, signal): send a signal while loading that sample
@@ -104,9 +106,12 @@ class TinyPatches:
             px, qx = 1 - px, 1 - qx
             dsm = dsm[:, ::-1].copy()
             images = images[:, :, ::-1].copy()
-        return {"points": np.stack([px, py, pz], 1).astype(np.float32), "images": images,
-                "query": np.stack([qx, qy, qz], 1).astype(np.float32), "occupancy": occ, "weight": weight,
-                "dsm": dsm, "normalizer": {"x0": 0.0, "y0": 0.0, "z_shift": 0.0, "z_std": Z_STD, "patch_size": 64.0}}
+        sample = {"points": np.stack([px, py, pz], 1).astype(np.float32), "images": images,
+                  "query": np.stack([qx, qy, qz], 1).astype(np.float32), "occupancy": occ, "weight": weight,
+                  "dsm": dsm, "normalizer": {"x0": 0.0, "y0": 0.0, "z_shift": 0.0, "z_std": Z_STD, "patch_size": 64.0}}
+        if self.source_keys is not None:
+            sample["source_keys"] = self.source_keys
+        return sample
 
 
 def tiny_export(path: Path, model: nn.Module, model_config: Any, metadata: dict[str, Any]) -> None:

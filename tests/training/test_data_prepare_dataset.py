@@ -108,7 +108,7 @@ def test_sample_contract(prepared):
     _, root = prepared
     ds = PatchDataset(root, split="train", n_query=1000, augment=True, seed=3)
     s = ds[1]
-    assert set(s) == {"points", "images", "query", "occupancy", "weight", "dsm", "normalizer"}
+    assert set(s) == {"points", "images", "query", "occupancy", "weight", "dsm", "source_keys", "normalizer"}
     for key in ("points", "images", "query", "occupancy", "weight", "dsm"):
         assert s[key].dtype == np.float32, key
     assert s["points"].ndim == 2 and s["points"].shape[1] == 3 and len(s["points"]) >= 50
@@ -286,7 +286,7 @@ def test_training_config_can_withhold_or_mismatch_orthos(prepared):
 def test_training_config_can_repeat_the_patches_of_a_source(prepared):
     """``data.patch_repeats`` (by the prepare config's source name or by type) repeats the training
     split's patches of that source per epoch; validation is never repeated; a name the prepared
-    data do not have is refused."""
+    data do not have is refused, in ``loss.height_sources`` too."""
     from implicity.training.trainer.config import train_config_from_dict
     from implicity.training.trainer.session import open_datasets
 
@@ -304,3 +304,13 @@ def test_training_config_can_repeat_the_patches_of_a_source(prepared):
     with pytest.raises(InputError, match="'lidar' is neither a source nor a source type .*known: city, city_seed11, "
                                          "synthetic"):
         open_datasets(config({"lidar": 4}))
+    assert train[0]["source_keys"] == ("city_seed11", "city", "synthetic")   # what loss.height_sources matches
+
+    def height_config(sources):
+        raw = {"name": "t", "model": model, "data": {"root": str(root)},
+               "loss": {"height_weight": 0.1, "height_sources": sources}}
+        return train_config_from_dict(raw, source="height.yaml")
+
+    open_datasets(height_config(["synthetic"]))
+    with pytest.raises(InputError, match="loss.height_sources: 'lidar' is neither a source nor a source type"):
+        open_datasets(height_config(["lidar"]))

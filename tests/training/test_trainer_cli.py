@@ -1,7 +1,8 @@
 """The trainer on real prepared patches (PatchDataset) and the ``implicity train`` command.
 
-A three-patch prepared dataset (2 train, 1 val; 16 m patches at 1 m) is written with the data
-package's own store, so these tests exercise the real sample layout and normaliser end to end.
+A three-patch prepared dataset (2 train, 1 val; 16 m patches at 1 m, ``write_block_patches``) is
+written with the data package's own store, so these tests exercise the real sample layout and
+normaliser end to end.
 """
 from __future__ import annotations
 
@@ -12,45 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from implicity.training.data.store import FORMAT_NAME, FORMAT_VERSION, PatchData, save_patch, write_manifest
-
+from ..helpers.prepared import PATCH_M, write_block_patches
 from ..helpers.tiny_trainer import TinyNet, tiny_config, tiny_export
-
-PATCH_M, RES = 16.0, 1.0
-
-
-def _patch(seed: int) -> PatchData:
-    """Ground at 10 m with one 6 m tall block; the input cloud samples it with noise."""
-    rng = np.random.default_rng(seed)
-    r = int(PATCH_M / RES)
-    dsm = np.full((r, r), 10.0, np.float32)
-    r0, c0 = rng.integers(2, r - 8, 2)
-    dsm[r0:r0 + 6, c0:c0 + 6] += 6.0
-    building = (dsm > 12).astype(np.uint8)
-    x, y = rng.uniform(0, PATCH_M, (2, 600))
-    rows = np.clip(((PATCH_M - y) / RES).astype(int), 0, r - 1)
-    cols = np.clip((x / RES).astype(int), 0, r - 1)
-    z = dsm[rows, cols] + rng.normal(0, 0.1, x.size)
-    z_shift = float(np.median(z))
-    return PatchData(points=np.column_stack([x, y, z - z_shift]).astype(np.float32),
-                     images=np.zeros((0, 16, 16), np.float16), dsm=dsm, valid=np.ones((r, r), np.uint8),
-                     building=building, forest=np.zeros((r, r), np.uint8), water=np.zeros((r, r), np.uint8),
-                     x0=1000.0 + 16 * seed, y0=2000.0, z_shift=z_shift, resolution=RES, patch_size=PATCH_M)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
-    (root / "patches").mkdir()
-    entries = []
-    for i, split in enumerate(("train", "train", "val")):
-        save_patch(root / f"patches/{i:06d}.npz", _patch(i))
-        entries.append({"file": f"patches/{i:06d}.npz", "split": split, "source": "blocks"})
-    write_manifest(root, {"format": FORMAT_NAME, "version": FORMAT_VERSION, "patch_size": PATCH_M,
-                          "resolution": RES, "n_images": 0, "z_std": 29.83779098,
-                          "image_normalization": {"mean": 0.0, "std": 1.0},
-                          "splits": {"train": 2, "val": 1, "test": 0}, "patches": entries})
-    return root
+    return write_block_patches(tmp_path_factory.mktemp("prepared"))
 
 
 def test_trainer_on_prepared_patches(prepared: Path, tmp_path: Path) -> None:

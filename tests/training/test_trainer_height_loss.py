@@ -9,7 +9,7 @@ import torch
 from implicity.core.errors import InputError
 from implicity.training.trainer.loss import column_height_loss, column_queries
 
-from ..helpers.tiny_trainer import Z_STD, TinyNet, final_weights, make_trainer, mean_over_fresh_samples
+from ..helpers.tiny_trainer import Z_STD, TinyNet, TinyPatches, final_weights, make_trainer, mean_over_fresh_samples
 
 
 def _terraced_dsm(rows: int = 8) -> torch.Tensor:
@@ -105,9 +105,29 @@ def test_training_with_the_height_loss_leaves_the_columns_heights_closer(tmp_pat
     assert height < 0.85 * plain, (height, plain)   # 0.70-0.80 for seeds 1, 3, 5, 11
 
 
+def test_height_sources_limit_the_columns_to_the_samples_of_those_sources(tmp_path) -> None:
+    """A sample whose source is not listed trains as without the loss; a listed one as with it."""
+    height = {"height_weight": 5.0, "height_columns": 64}
+    lidar = ("nimes", "nimes", "lidar")
+
+    def run(name: str, loss: dict, keys: tuple[str, ...] | None) -> dict[str, torch.Tensor]:
+        make_trainer(tmp_path / name, dataset=TinyPatches(seed=3, source_keys=keys), loss=loss).fit()
+        return final_weights(tmp_path / name)
+
+    plain = run("plain", {}, lidar)
+    everywhere = run("everywhere", height, lidar)
+    listed = run("listed", {**height, "height_sources": ["lidar"]}, lidar)
+    unlisted = run("unlisted", {**height, "height_sources": ["lidar"]}, ("synth_seed0", "synth", "synthetic"))
+    unnamed = run("unnamed", {**height, "height_sources": ["nimes"]}, None)
+    assert all(torch.equal(listed[k], everywhere[k]) for k in plain)
+    assert all(torch.equal(unlisted[k], plain[k]) and torch.equal(unnamed[k], plain[k]) for k in plain)
+    assert not all(torch.equal(everywhere[k], plain[k]) for k in plain)
+
+
 @pytest.mark.parametrize("loss", [{"height_weight": -1.0}, {"height_weight": True}, {"height_columns": 0},
                                   {"height_samples": 2.5}, {"height_range_m": 0.0}, {"height_range_m": "3"},
-                                  {"height_jitter": 1.5}, {"height_jitter": -0.1}])
+                                  {"height_jitter": 1.5}, {"height_jitter": -0.1}, {"height_sources": []},
+                                  {"height_sources": "lidar"}, {"height_sources": [""]}])
 def test_bad_height_loss_settings_are_refused_before_training(tmp_path, loss) -> None:
     with pytest.raises(InputError, match=r"loss\.height"):
         make_trainer(tmp_path, loss=loss)

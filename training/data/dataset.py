@@ -8,6 +8,8 @@ Each sample is a dict (numpy float32 arrays; the trainer's collate turns them in
   ``image_normalization``, no-data → 0; rows north→south;
 * ``query`` (M, 3) normalised like the points; ``occupancy`` (M,) in {0, 1}; ``weight`` (M,);
 * ``dsm`` (R, R): the reference DSM in normalised z, NaN where invalid; rows north→south;
+* ``source_keys``: the names the patch's source answers to (its stored name, its name in the prepare
+  config, its type), so that a loss term can be limited to some sources;
 * ``normalizer``: dict(x0, y0, z_shift, z_std, patch_size) of the (unaugmented) patch.
 
 Queries are drawn afresh for every (seed, epoch, index) from the stored reference DSM, and so are
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,23 @@ def augment_grid(array: np.ndarray, flip: bool, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(out, k % 4, axes=(-2, -1)))
 
 
+def source_keys(entry: Mapping[str, Any], manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names a patch's source answers to, most specific first: its stored name, its name in the
+    prepare config (a synthetic source is stored once per seed, as NAME_seedN) and its type."""
+    source = str(entry.get("source", ""))
+    return (source, re.sub(r"_seed\d+$", "", source), source_types(dict(manifest)).get(source, ""))
+
+
+def check_source_keys(manifest: Mapping[str, Any], keys: Iterable[str], option: str, where: str) -> None:
+    """Refuse a source name or type that no source of the manifest answers to."""
+    kind = source_types(dict(manifest))
+    known = set(kind) | {re.sub(r"_seed\d+$", "", name) for name in kind} | set(kind.values())
+    for key in keys:
+        if key not in known:
+            raise InputError(f"{option}: '{key}' is neither a source nor a source type of {where} "
+                             f"(known: {', '.join(sorted(k for k in known if k))}).")
+
+
 def repeat_entries(entries: list[dict[str, Any]], manifest: dict[str, Any], repeats: Mapping[str, int],
                    where: str) -> list[dict[str, Any]]:
     """``entries`` with every patch of a source listed in ``repeats`` (by the source's name in the
@@ -62,20 +81,13 @@ def repeat_entries(entries: list[dict[str, Any]], manifest: dict[str, Any], repe
     queries and symmetry are drawn from its own index), not a copy."""
     if not repeats:
         return entries
-    kind = source_types(manifest)
-    # A synthetic source of the prepare config is stored once per seed, as NAME_seedN.
-    config_name = {name: re.sub(r"_seed\d+$", "", name) for name in kind}
-    known = set(kind) | set(config_name.values()) | set(kind.values())
+    check_source_keys(manifest, repeats, "data.patch_repeats", where)
     for key, count in repeats.items():
-        if key not in known:
-            raise InputError(f"data.patch_repeats: '{key}' is neither a source nor a source type of {where} "
-                             f"(known: {', '.join(sorted(known))}).")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InputError(f"data.patch_repeats: '{key}' must repeat a whole number of times ≥ 1, got {count!r}.")
 
     def times(entry: Mapping[str, Any]) -> int:
-        source = entry.get("source", "")
-        for key in (source, config_name.get(source, source), kind.get(source, "")):
+        for key in source_keys(entry, manifest):
             if key in repeats:
                 return int(repeats[key])
         return 1
@@ -167,6 +179,7 @@ class PatchDataset(Dataset):
             "occupancy": occupancy,
             "weight": weight,
             "dsm": dsm.astype(np.float32),
+            "source_keys": source_keys(entry, self.manifest),
             "normalizer": {"x0": float(patch.x0), "y0": float(patch.y0), "z_shift": z_shift,
                            "z_std": self.z_std, "patch_size": float(size)},
         }

@@ -226,11 +226,13 @@ class Trainer:
         no_sync = self.net.no_sync() if (self.ctx.enabled and not sync) else contextlib.nullcontext()
         with no_sync:
             lc = self.config.loss
-            z_std = float(batch["normalizer"]["z_std"]) if lc.monotone_weight > 0 or lc.height_weight > 0 else 1.0
+            columned = lc.height_weight > 0 and (lc.height_sources is None
+                                                 or bool(set(batch.get("source_keys", ())) & set(lc.height_sources)))
+            z_std = float(batch["normalizer"]["z_std"]) if lc.monotone_weight > 0 or columned else 1.0
             parts = [batch["query"]]  # extra queries are decoded in the same call (DDP sees one forward)
             if lc.monotone_weight > 0:  # each query and one above it
                 parts.append(raised_queries(batch["query"], lc.monotone_dz_m[0] / z_std, lc.monotone_dz_m[1] / z_std))
-            if lc.height_weight > 0:  # vertical columns over random valid pixels of the reference DSM
+            if columned:  # vertical columns over random valid pixels of the reference DSM
                 columns = column_queries(batch["dsm"], lc.height_columns, lc.height_samples, lc.height_range_m / z_std,
                                          lc.height_jitter)
                 parts.append(columns[0])
@@ -243,7 +245,7 @@ class Trainer:
             loss = weighted_bce_with_logits(logits, batch["occupancy"], weight, lc.reduction)
             if lc.monotone_weight > 0:
                 loss = loss + lc.monotone_weight * monotone_penalty(logits, decoded.pop(0), batch.get("weight"))
-            if lc.height_weight > 0:
+            if columned:
                 loss = loss + lc.height_weight * column_height_loss(decoded.pop(0), *columns[1:], z_std)
             self.scaler.scale(loss / self.accumulate).backward()
         self._group_loss += float(loss.detach())

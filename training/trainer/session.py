@@ -105,6 +105,7 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
     exactly as inference will.
     """
     from ..data import PatchDataset
+    from ..data.dataset import check_source_keys
 
     d = config.data
     if not d.root:
@@ -120,6 +121,8 @@ def open_datasets(config: TrainConfig, image_normalization: str = "dataset") -> 
                          patch_repeats=d.patch_repeats)
     val = PatchDataset(d.root, split=d.val_split, n_query=d.n_query_val, augment=False, seed=config.seed,
                        degradation=family, image_normalization=image_normalization)
+    if config.loss.height_weight > 0 and config.loss.height_sources is not None:
+        check_source_keys(train.manifest, config.loss.height_sources, "loss.height_sources", str(train.root))
     return train, val
 
 
