@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 UP_FRACTION = 60 / 225       # the leaning cycle's share of steps with a rising LR
 OVERHEAD_S = 45.0            # a run's start-up, last validation and export, beside its steps
 KEPT_FILES = ("final.pt", "train_log.csv", "val_log.csv", "run_summary.json", "train.out")
@@ -60,8 +59,7 @@ def _run_config(name: str, base: Path, seed: int, folder: Path, steps: int, prob
 
 def _launch(config: Path, out_dir: Path, args: argparse.Namespace, n_runs: int) -> subprocess.Popen:
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The trainer itself, not the `implicity` command: the command's parser imports the raster I/O
-    # (rasterio), which a bare GPU machine may lack and training never uses.
+    # What `implicity train` calls, without the command's parser: a run needs only the trainer.
     data = repr(str(Path(args.data).resolve())) if args.data else "None"
     code = ("from implicity.training.trainer.session import run_training; "
             f"run_training({str(config)!r}, device={args.device!r}, out_dir={str(out_dir)!r}, "
@@ -114,6 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="prepared patches (overrides the recipe's data.root)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    for recipe in args.configs:
+        if not recipe.is_file():
+            raise SystemExit(f"{recipe}: no such training YAML; give the path of a recipe, e.g. "
+                             "training/configs/implicity_mono_seeds_lite.yaml")
+    if len(set(args.seeds)) < len(args.seeds):
+        raise SystemExit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"{args.out} already holds files (an earlier run?); give a new --out folder, so that "
+                         "nothing there is overwritten")
 
     args.out.mkdir(parents=True, exist_ok=True)
     configs_dir = args.out / "configs"

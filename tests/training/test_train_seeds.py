@@ -66,3 +66,21 @@ def test_a_failing_probe_is_reported_by_run_name(tmp_path: Path, capsys: pytest.
     assert code == 1
     assert "probe failed for a_seed3, b_seed3" in capsys.readouterr().err
     assert "does not exist" in (tmp_path / "o" / "probe" / "a_seed3" / "train.out").read_text()
+
+
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    import train_seeds
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"inherit_from: {REPO / 'training' / 'configs' / 'implicity_0_lite.yaml'}\n")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "plan.json").write_text("{}")
+    common = ["--budget-s", "60", "--device", "cpu"]
+    for argv, message in (([str(tmp_path / "nope.yaml"), "--seeds", "1", "--out", str(tmp_path / "o")], "no such"),
+                          ([str(recipe), "--seeds", "1", "1", "--out", str(tmp_path / "o")], "each seed once"),
+                          ([str(recipe), "--seeds", "1", "--out", str(used)], "already holds files")):
+        with pytest.raises(SystemExit, match=message):
+            train_seeds.main(argv + common)
+    assert not (tmp_path / "o").exists() and (used / "plan.json").read_text() == "{}"
