@@ -53,17 +53,22 @@ def augment_grid(array: np.ndarray, flip: bool, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(out, k % 4, axes=(-2, -1)))
 
 
+def _config_name(source: str) -> str:
+    """A stored source's name in the prepare config (a synthetic source is stored once per seed, as NAME_seedN)."""
+    return re.sub(r"_seed\d+$", "", source)
+
+
 def source_keys(entry: Mapping[str, Any], manifest: Mapping[str, Any]) -> tuple[str, ...]:
     """The names a patch's source answers to, most specific first: its stored name, its name in the
-    prepare config (a synthetic source is stored once per seed, as NAME_seedN) and its type."""
+    prepare config and its type."""
     source = str(entry.get("source", ""))
-    return (source, re.sub(r"_seed\d+$", "", source), source_types(dict(manifest)).get(source, ""))
+    return (source, _config_name(source), source_types(dict(manifest)).get(source, ""))
 
 
 def check_source_keys(manifest: Mapping[str, Any], keys: Iterable[str], option: str, where: str) -> None:
     """Refuse a source name or type that no source of the manifest answers to."""
     kind = source_types(dict(manifest))
-    known = set(kind) | {re.sub(r"_seed\d+$", "", name) for name in kind} | set(kind.values())
+    known = set(kind) | {_config_name(name) for name in kind} | set(kind.values())
     for key in keys:
         if key not in known:
             raise InputError(f"{option}: '{key}' is neither a source nor a source type of {where} "
