@@ -5,6 +5,7 @@ The protocol (what is held out, which degradations, which metrics and targets) i
 given), prints the Markdown tables, and writes them with the raw numbers:
 
     .venv/bin/python tools/model_card.py [--zero M.pt] [--mono M.pt] [--stereo M.pt] [--out runs/model_card]
+        [--extra "LABEL=M.pt" ...] [--markdown docs/model_card.md]
 """
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     from implicity.core.outputs import write_text_atomic
     from implicity.core.shipped_models import default_model
     from implicity.core.vocabulary import SYMMETRY_COUNTS
-    from implicity.training.protocol import markdown, run_protocol, write_results
+    from implicity.training.protocol import lineage_exposures, markdown, run_protocol, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, n in (("--zero", 0), ("--mono", 1), ("--stereo", 2)):
         parser.add_argument(flag, default=default_model(n), type=Path, metavar="MODEL.pt",
                             help=f"checkpoint to evaluate (default: the shipped model for {n} ortho-images)")
+    parser.add_argument("--extra", action="append", default=[], metavar="LABEL=MODEL.pt",
+                        help="also evaluate this checkpoint as a column named LABEL (repeatable; a candidate "
+                             "beside the shipped models: no target is checked on it)")
     parser.add_argument("--data", default=DEFAULT_DATA, type=Path, help="the shared real-data folder")
     parser.add_argument("--out", default=REPO / "runs" / "model_card", type=Path, help="work and output folder")
     parser.add_argument("--markdown", default=REPO / "docs" / "model_card.md", type=Path,
@@ -41,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     models = {label: path for label, path in (("ImpliCity-0", args.zero), ("ImpliCity-mono", args.mono),
                                                ("ImpliCity-stereo", args.stereo)) if path is not None}
+    for item in args.extra:
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or "/" in label or not path.strip() or label.strip() in models:
+            print(f"model-card: --extra {item!r}: give LABEL=MODEL.pt with a label of its own, without '/' "
+                  f"(not {', '.join(models)}).", file=sys.stderr)
+            return 2
+        if not Path(path).is_file():
+            print(f"model-card: --extra {label}: {path} is not a file.", file=sys.stderr)
+            return 2
+        models[label.strip()] = Path(path)
     symmetries = {}
     if args.symmetries > 1 and args.zero is not None:
         label = f"ImpliCity-0 ×{args.symmetries}"
@@ -52,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model-card: error: {exc}", file=sys.stderr)
         return 2
     results["models"] = {label: str(path) for label, path in models.items()}
+    results["lineage"] = lineage_exposures(models)
     results["symmetries"] = symmetries
     write_results(results, args.out / "model_card.json")
     table = markdown(results)

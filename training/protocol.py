@@ -9,8 +9,11 @@ What is held out, from training *and* from checkpoint selection:
   ``family`` (the training family's variants at typical satellite-stereo strength, fixed seed:
   an unseen scene under seen kinds of error),
   ``held-out variant`` (only the variant the training configs exclude, max-then-mean edge
-  fattening) and ``legacy simulator`` (``simulate.py``, a separate simulator that no shipped
-  model was trained on).
+  fattening) and ``legacy simulator`` (``simulate.py``, a separate simulator outside the family).
+  The legacy sets are unseen only by a network whose lineage never trained on that simulator's
+  clouds: the first lite models were trained on them, and every model shipped up to 2026-11-27
+  was fine-tuned from those (``training/init/README.md``). The card lists what each model's
+  lineage saw, as far as its checkpoints record it (:mod:`implicity.training.provenance`).
 
 Per set (scene × degradation) and region (overall / building / terrain) it reports MedAE, MAE,
 RMSE and NMAD of the default baseline (median gridding, 3 m outlier filter, IDW fill), the same
@@ -307,6 +310,30 @@ def check_targets(results: dict[str, Any], zero: str = "ImpliCity-0", mono: str 
     return lines
 
 
+def lineage_exposures(models: dict[str, Path]) -> dict[str, str]:
+    """Per model, one line on what its lineage trained or selected on, against this protocol's held-out
+    scenes and variant (:func:`implicity.training.provenance.exposure`)."""
+    from implicity.core.model.checkpoint import describe_checkpoint
+
+    from .provenance import exposure
+
+    scene_files = {s.name: Path(s.points).name for s in SCENES if s.points}
+    scene_seeds = {s.name: s.seed for s in SCENES if s.points is None}
+    return {label: exposure(describe_checkpoint(path)[1], scene_files, scene_seeds, HELD_OUT_VARIANTS).describe()
+            for label, path in models.items()}
+
+
+def _lineage_lines(lineage: dict[str, str]) -> list[str]:
+    lines = ["### What each model's lineage saw", "",
+             "From the model's training record and those of the checkpoints its runs started from "
+             "(`training/provenance.py`): held-out scenes in a training or validation split, the held-out "
+             "variant in a run's degradation family, and the legacy simulator's clouds, which a run without a "
+             "degradation family trains on. A lineage recorded only in part has a run that started from a "
+             "checkpoint written before runs recorded their ancestors (2026-11-27); `training/init/README.md` "
+             "lists those chains by hand.", ""]
+    return lines + [f"- **{label}**: {line}" for label, line in lineage.items()]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The model card's tables: MedAE / MAE / RMSE / NMAD per set, region and method; the targets."""
     methods = list(next(iter(results["sets"].values()))["methods"])
@@ -329,6 +356,8 @@ def markdown(results: dict[str, Any]) -> str:
               "The legacy simulator draws no displacement (—)."]
     if any(entry.get("drawn") for entry in results["sets"].values()):
         lines += ["", *_drawn_table(results)]
+    if results.get("lineage"):
+        lines += ["", *_lineage_lines(results["lineage"])]
     lines += _step_table(results)
     if "coregistered_targets" in results:
         lines += ["", "## After co-registration (diagnostic)", "",

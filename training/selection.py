@@ -254,6 +254,8 @@ def interpolate_weights(a: Path, b: Path, t: float | dict[str, float], out: Path
     from implicity.core.model import load_model, save_checkpoint
     from implicity.core.model.checkpoint import describe_checkpoint
 
+    from .provenance import lineage_of
+
     net_a, config = load_model(a, device="cpu")
     net_b, config_b = load_model(b, device="cpu")
     state_a, state_b = net_a.state_dict(), net_b.state_dict()
@@ -280,7 +282,9 @@ def interpolate_weights(a: Path, b: Path, t: float | dict[str, float], out: Path
     shared = set(weights.values())
     record = {"a": a.name, "b": b.name, "t": shared.pop() if len(shared) == 1 else weights,
               "steps": [checkpoint_step(a), checkpoint_step(b)]}
-    return save_checkpoint(out, net_a, config, training={**training, "step": None, "interpolated": record})
+    # a soup has seen what either end saw (training/provenance.py)
+    return save_checkpoint(out, net_a, config, training={**training, "step": None, "interpolated": record,
+                                                         "lineage": lineage_of([str(a), str(b)])})
 
 
 def parse_interpolation(text: str) -> float | dict[str, float]:

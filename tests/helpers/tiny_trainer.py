@@ -156,8 +156,9 @@ def tiny_config(out_dir: Path, **overrides: Any) -> Any:
     return train_config_from_dict(raw, source="tiny.yaml")
 
 
-def make_trainer(out_dir: Path, dataset: Any = None, **overrides: Any):
-    """A single-process Trainer on TinyNet and TinyPatches (seeded like `implicity train`)."""
+def make_trainer(out_dir: Path, dataset: Any = None, lineage: list[dict[str, Any]] | None = None, **overrides: Any):
+    """A single-process Trainer on TinyNet and TinyPatches (seeded like `implicity train`); ``lineage``
+    is what `implicity train` records of the ``init_from`` checkpoints."""
     from implicity.training.trainer import Trainer, seed_everything
 
     config = tiny_config(out_dir, **overrides)
@@ -165,4 +166,4 @@ def make_trainer(out_dir: Path, dataset: Any = None, **overrides: Any):
     model = TinyNet()
     return Trainer(config, model, {"tiny": True}, dataset if dataset is not None else TinyPatches(seed=config.seed),
                    TinyPatches(n=2, augment=False, seed=99), progress_bar=False, tensorboard=False,
-                   export_fn=tiny_export)
+                   export_fn=tiny_export, lineage=lineage)

@@ -10,7 +10,7 @@ import torch
 
 from implicity.core.errors import CancelledError, InputError
 from implicity.training.trainer.averaging import WeightAverage
-from implicity.training.trainer.loop import RESUME_FILE
+from implicity.training.trainer.loop import RESUME_FILE, snapshot_name
 
 from ..helpers.tiny_trainer import TinyNet, final_weights, make_trainer, tiny_config
 
@@ -72,3 +72,24 @@ def test_resuming_a_run_saved_without_an_average_starts_one(tmp_path: Path,
 def test_a_bad_decay_is_refused_with_the_option_name(tmp_path: Path, decay: object) -> None:
     with pytest.raises(InputError, match=r"tiny\.yaml.*optim\.ema_decay"):
         tiny_config(tmp_path, optim={"ema_decay": decay})
+
+
+def test_snapshots_hold_the_averaged_network_at_their_step(tmp_path: Path) -> None:
+    """``schedule.snapshot_every``: a run's trajectory, exported as best.pt and final.pt are, to score later."""
+    make_trainer(tmp_path, optim=EMA, schedule={"snapshot_every": 2}).fit()
+    assert sorted(p.name for p in tmp_path.glob("step*.pt")) == [snapshot_name(s) for s in (2, 4, 6)]
+    last = torch.load(tmp_path / snapshot_name(6), weights_only=True)
+    assert all(torch.equal(last["model"][k], v) for k, v in final_weights(tmp_path).items())
+    early = torch.load(tmp_path / snapshot_name(2), weights_only=True)
+    assert early["training"]["steps"] == 2
+    assert any(not torch.equal(early["model"][k], v) for k, v in last["model"].items())
+
+
+def test_a_run_without_snapshot_every_writes_none(averaged_run: Path) -> None:
+    assert not list(averaged_run.glob("step*.pt"))
+
+
+@pytest.mark.parametrize("every", [-1, 2.5, "often", True])
+def test_a_bad_snapshot_interval_is_refused_with_the_option_name(tmp_path: Path, every: object) -> None:
+    with pytest.raises(InputError, match=r"tiny\.yaml.*schedule\.snapshot_every"):
+        tiny_config(tmp_path, schedule={"snapshot_every": every})

@@ -92,6 +92,8 @@ class ScheduleConfig:
     log_every: int = 1
     val_every: int = 500
     checkpoint_every: int = 500
+    snapshot_every: int = 0        # also export the network as stepN.pt every N steps (0: never), so a
+    #                                run's trajectory can be scored afterwards (tools/select_checkpoint.py)
 
 
 @dataclass
@@ -232,6 +234,8 @@ def validate_train_config(c: TrainConfig) -> None:
         (c.schedule.max_steps >= 1, "schedule.max_steps must be >= 1"),
         (min(c.schedule.log_every, c.schedule.val_every, c.schedule.checkpoint_every) >= 1,
          "schedule.log_every/val_every/checkpoint_every must be >= 1"),
+        (_is_count(c.schedule.snapshot_every) or c.schedule.snapshot_every == 0,
+         "schedule.snapshot_every must be 0 (no snapshots) or a whole number of steps"),
         (c.validation.select_on in ("iou", "dsm_medae"), "validation.select_on must be 'iou' or 'dsm_medae'"),
         (c.validation.select_on != "dsm_medae" or c.validation.dsm,
          "validation.select_on 'dsm_medae' needs validation.dsm: true"),

@@ -52,6 +52,11 @@ BEST_FILE = "best.pt"
 FINAL_FILE = "final.pt"
 SUMMARY_FILE = "run_summary.json"
 
+
+def snapshot_name(step: int) -> str:
+    """The file ``schedule.snapshot_every`` writes at ``step``: the network as best.pt holds it."""
+    return f"step{step}.pt"
+
 ExportFn = Callable[[Path, torch.nn.Module, Any, dict[str, Any]], None]
 
 
@@ -91,8 +96,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module, model_config: Any, train_data: Any,
                  val_data: Any | None, ctx: DistContext | None = None, progress_bar: bool = True,
-                 tensorboard: bool = True, export_fn: ExportFn | None = None) -> None:
+                 tensorboard: bool = True, export_fn: ExportFn | None = None,
+                 lineage: list[dict[str, Any]] | None = None) -> None:
         self.config = config
+        # what the init_from checkpoints had seen (training/provenance.py); [] from random weights
+        self.lineage = lineage if lineage is not None else ([] if not config.init_from else None)
         self.ctx = ctx or DistContext(device=rank_device(config.device))
         self.device = self.ctx.device
         self.model_config = model_config
@@ -157,6 +165,7 @@ class Trainer:
             "ranks": gather_to_all(rank_state, self.ctx),
             "world_size": self.ctx.world_size,
             "config": self.config.to_dict(),
+            "lineage": self.lineage,
         }
 
     def save_resume_checkpoint(self) -> Path:
@@ -184,6 +193,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
+        self.lineage = state.get("lineage", self.lineage)
         ranks = state["ranks"]
         if len(ranks) != self.ctx.world_size and self.ctx.is_main:
             print(f"warning: the checkpoint was written by {len(ranks)} process(es), this run has "
@@ -314,7 +324,7 @@ class Trainer:
             "world_size": self.ctx.world_size, "amp": self.amp, "torch": str(torch.__version__),
             "best": {"step": p.best_step, "select_on": self.config.validation.select_on,
                      "metrics": p.best_metrics},
-            "last_val": p.last_metrics, "val_history": p.history,
+            "last_val": p.last_metrics, "val_history": p.history, "lineage": self.lineage,
         }
 
     def export_model(self, name: str) -> Path:
@@ -434,6 +444,8 @@ class Trainer:
                                     self._after_validation(result, logger)
                             if p.step % sched.checkpoint_every == 0 or p.step == sched.max_steps:
                                 self.save_resume_checkpoint()
+                            if sched.snapshot_every and p.step % sched.snapshot_every == 0:
+                                self.export_model(snapshot_name(p.step))
                             if p.step >= sched.max_steps:
                                 finished_epoch = p.epoch_pos >= len(order)
                                 break

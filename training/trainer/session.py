@@ -10,6 +10,7 @@ from typing import Any
 from implicity.core.errors import InputError
 from implicity.core.yamlconfig import dataclass_from_mapping
 
+from ..provenance import lineage_of
 from .config import TrainConfig, degradation_family, load_train_config, ortho_augmentation
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .loop import RESUME_FILE, Trainer, seed_everything
@@ -155,15 +156,17 @@ def run_training(config_path: str | os.PathLike[str], resume: bool = False, devi
         model, model_config = build_model_from_config(config)
         model_config = align_model_config(model_config, train, config.source)
         model.config = model_config
+        lineage = None
         if config.init_from and not resume:
             sources = config.init_from if isinstance(config.init_from, list) else [config.init_from]
             for path in sources:
                 initialise_from(model, str(path), grow=config.init_grow)
+            lineage = lineage_of([str(path) for path in sources])
         if config.zero_init and not resume:
             zeroed = zero_parameters(model, config.zero_init, config.source)
             print(f"zero_init: {zeroed} tensors set to 0 ({', '.join(config.zero_init)})")
         trainer = Trainer(config, model, model_config, train, val, ctx=ctx,
-                          progress_bar=progress_bar and ctx.is_main)
+                          progress_bar=progress_bar and ctx.is_main, lineage=lineage)
         summary = trainer.fit(resume=resume)
     except BaseException:
         shutdown_distributed(ctx, wait_for_others=False)
