@@ -119,3 +119,35 @@ def test_the_card_lists_each_models_lineage() -> None:
     text = markdown(results)
     assert "### What each model's lineage saw" in text and "- **ImpliCity-0**: 1 training run(s)" in text
     assert "lineage saw" not in markdown(_results())
+
+
+REPO = Path(__file__).resolve().parents[2]
+PREPARE_CONFIGS = sorted((REPO / "training" / "data" / "configs").glob("*.yaml"))
+TRAIN_CONFIGS = sorted(p for p in (REPO / "training" / "configs").glob("*.yaml") if p.name != "base.yaml")
+
+
+def _protocol_exposure(record: dict[str, Any]):
+    from implicity.training.protocol import SCENES
+
+    return exposure(record, {s.name: Path(s.points).name for s in SCENES if s.points},
+                    {s.name: s.seed for s in SCENES if s.points is None}, HELD_OUT_VARIANTS)
+
+
+@pytest.mark.parametrize("path", PREPARE_CONFIGS, ids=lambda p: p.stem)
+def test_no_prepare_config_puts_a_held_out_scene_in_training_or_validation(path: Path) -> None:
+    import yaml
+
+    sources = yaml.safe_load(path.read_text())["sources"]
+    assert _protocol_exposure(_record(sources=sources, lineage=[])).scenes == ()
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.stem)
+def test_no_training_recipe_can_draw_the_held_out_variant(path: Path) -> None:
+    """A recipe with a degradation family excludes the held-out variant; one without trains on the
+    legacy simulator's clouds, which the provenance walk reports."""
+    from implicity.training.trainer.config import load_train_config
+
+    config = load_train_config(path).to_dict()
+    seen = _protocol_exposure({"name": path.stem, "config": config, "lineage": [], "data": {}})
+    assert seen.variants == ()
+    assert seen.legacy_simulator == (config["data"].get("degradation") is None)
