@@ -11,8 +11,10 @@ What is held out, from training *and* from checkpoint selection:
   ``held-out variant`` (only the variant the training configs exclude, max-then-mean edge
   fattening) and ``legacy simulator`` (``simulate.py``, a separate simulator outside the family).
   The legacy sets are unseen only by a network whose lineage never trained on that simulator's
-  clouds: the first lite models were trained on them, and every model shipped up to 2026-11-27
-  was fine-tuned from those (``training/init/README.md``). The card lists what each model's
+  clouds: the first lite models were trained on them, and the shipped mono and stereo, like every
+  ImpliCity-0 shipped before 2026-11-27 13:02 UTC, were fine-tuned from those
+  (``training/init/README.md``); the ImpliCity-0 shipped since was trained from random weights on
+  the family alone. The card lists what each model's
   lineage saw, as far as its checkpoints record it (:mod:`implicity.training.provenance`).
 
 Per set (scene × degradation) and region (overall / building / terrain) it reports MedAE, MAE,
@@ -310,17 +312,21 @@ def check_targets(results: dict[str, Any], zero: str = "ImpliCity-0", mono: str 
     return lines
 
 
-def lineage_exposures(models: dict[str, Path]) -> dict[str, str]:
-    """Per model, one line on what its lineage trained or selected on, against this protocol's held-out
-    scenes and variant (:func:`implicity.training.provenance.exposure`)."""
-    from implicity.core.model.checkpoint import describe_checkpoint
-
+def held_out_exposure(record: dict[str, Any]) -> Any:
+    """What the lineage of a checkpoint's training ``record`` saw of this protocol's held-out scenes
+    and variant (:func:`implicity.training.provenance.exposure`)."""
     from .provenance import exposure
 
     scene_files = {s.name: Path(s.points).name for s in SCENES if s.points}
     scene_seeds = {s.name: s.seed for s in SCENES if s.points is None}
-    return {label: exposure(describe_checkpoint(path)[1], scene_files, scene_seeds, HELD_OUT_VARIANTS).describe()
-            for label, path in models.items()}
+    return exposure(record, scene_files, scene_seeds, HELD_OUT_VARIANTS)
+
+
+def lineage_exposures(models: dict[str, Path]) -> dict[str, str]:
+    """Per model, one line on what its lineage trained or selected on (:func:`held_out_exposure`)."""
+    from implicity.core.model.checkpoint import describe_checkpoint
+
+    return {label: held_out_exposure(describe_checkpoint(path)[1]).describe() for label, path in models.items()}
 
 
 def _lineage_lines(lineage: dict[str, str]) -> list[str]:

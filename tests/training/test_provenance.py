@@ -127,10 +127,9 @@ TRAIN_CONFIGS = sorted(p for p in (REPO / "training" / "configs").glob("*.yaml")
 
 
 def _protocol_exposure(record: dict[str, Any]):
-    from implicity.training.protocol import SCENES
+    from implicity.training.protocol import held_out_exposure
 
-    return exposure(record, {s.name: Path(s.points).name for s in SCENES if s.points},
-                    {s.name: s.seed for s in SCENES if s.points is None}, HELD_OUT_VARIANTS)
+    return held_out_exposure(record)
 
 
 @pytest.mark.parametrize("path", PREPARE_CONFIGS, ids=lambda p: p.stem)
