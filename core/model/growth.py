@@ -12,7 +12,9 @@ reads a new one, every old channel, and so the output, is unchanged; the new cha
 weights are zero but get gradients at once (their inputs are not zero), so training uses them.
 Inputs that are concatenations of equal parts (the U-Net's ``[upsampled, skip]``, the point
 encoder's ``[point, pooled]``, declared by the module that concatenates, ``concatenated_inputs``)
-map each part's old channels to the start of the same part.
+map each part's old channels to the start of the same part. The image encoder's input grows the same
+way: a mono grown into a stereo (one more ortho, one more input channel of the first convolution)
+reads nothing of the second view at first, so it starts as the mono on the first view.
 :func:`grow_state_dict` refuses what the rule does not cover, and :func:`same_function` checks the
 result on a random patch.
 """
@@ -105,10 +107,14 @@ def same_function(narrow: ImpliCityNet, wide: ImpliCityNet, source: str, n_point
     query[..., 2] = query[..., 2] * 0.4 - 0.2
     n_images, size = narrow.config.n_images, narrow.config.image_size
     images = torch.rand(1, n_images, size, size, generator=generator) if n_images else None
+    wide_images = images
+    if images is not None and wide.config.n_images > n_images:      # mono grown into stereo: the new views
+        extra = torch.rand(1, wide.config.n_images - n_images, size, size, generator=generator)
+        wide_images = torch.cat([images, extra], dim=1)              # must change nothing
     modes = narrow.training, wide.training
     with torch.no_grad():
         a = narrow.eval()(query, points, images)
-        b = wide.eval()(query, points, images)
+        b = wide.eval()(query, points, wide_images)
     narrow.train(modes[0])
     wide.train(modes[1])
     gap = float((a - b).abs().max())

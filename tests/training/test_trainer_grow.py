@@ -90,6 +90,29 @@ def test_a_grown_mono_network_keeps_its_image_branch(tmp_path: Path) -> None:
                                    atol=1e-4, rtol=1e-4)
 
 
+def test_a_mono_grown_into_a_stereo_starts_as_the_mono_on_the_first_view(tmp_path: Path) -> None:
+    """The second ortho is one more input channel of the image encoder's first convolution: grown,
+    the stereo gives the mono's logits whatever the second view shows, and that view's weights learn."""
+    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
+                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
+    narrow = _trained_narrow(tmp_path / "mono.pt", mono)
+    stereo = build_model(dataclasses.replace(mono, n_images=2))
+    logs: list[str] = []
+    initialise_from(stereo, str(tmp_path / "mono.pt"), log=logs.append, grow=True)
+    assert "1 grown wider" in logs[0]
+    query, points, two_views = _patch(seed=7, n_images=2)
+    other_second_view = torch.cat([two_views[:, :1], torch.rand_like(two_views[:, 1:])], dim=1)
+    with torch.no_grad():
+        expected = narrow(query, points, two_views[:, :1])
+        torch.testing.assert_close(stereo.eval()(query, points, two_views), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(stereo(query, points, other_second_view), expected, atol=1e-4, rtol=1e-4)
+    stereo.train()
+    stereo(query, points, two_views).sum().backward()
+    second_view = stereo.image_encoder.conv1.weight[:, 1:]
+    assert torch.count_nonzero(second_view) == 0
+    assert float(stereo.image_encoder.conv1.weight.grad[:, 1:].abs().sum()) > 0
+
+
 def test_init_grow_needs_exactly_one_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"tiny\.yaml.*init_grow needs exactly one init_from"):
         tiny_config(tmp_path, init_grow=True)
