@@ -100,6 +100,10 @@ def grow_state_dict(wide: nn.Module, narrow_state: dict[str, torch.Tensor], sour
 def same_function(narrow: ImpliCityNet, wide: ImpliCityNet, source: str, n_points: int = 2000,
                   n_queries: int = 2000, tolerance: float = 1e-4) -> None:
     """Refuse (InputError) unless ``wide`` gives ``narrow``'s logits on a random patch."""
+    if wide.config.n_images < narrow.config.n_images:
+        raise InputError(f"init_grow from {source}: it reads {narrow.config.n_images} ortho-image(s), this network "
+                         f"{wide.config.n_images}; a network can be grown to read more ortho-images, not fewer. "
+                         "Use init_from without init_grow to copy the weights that fit.")
     generator = torch.Generator().manual_seed(0)
     points = torch.rand(1, n_points, 3, generator=generator)
     points[..., 2] = points[..., 2] * 0.2 - 0.1

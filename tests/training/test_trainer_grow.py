@@ -113,6 +113,14 @@ def test_a_mono_grown_into_a_stereo_starts_as_the_mono_on_the_first_view(tmp_pat
     assert float(stereo.image_encoder.conv1.weight.grad[:, 1:].abs().sum()) > 0
 
 
+def test_a_stereo_cannot_be_grown_into_a_mono(tmp_path: Path) -> None:
+    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
+                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
+    _trained_narrow(tmp_path / "stereo.pt", dataclasses.replace(mono, n_images=2))
+    with pytest.raises(InputError, match=r"init_grow from .*stereo\.pt: it reads 2 ortho-image\(s\), this network 1"):
+        initialise_from(build_model(mono), str(tmp_path / "stereo.pt"), log=lambda m: None, grow=True)
+
+
 def test_init_grow_needs_exactly_one_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"tiny\.yaml.*init_grow needs exactly one init_from"):
         tiny_config(tmp_path, init_grow=True)
