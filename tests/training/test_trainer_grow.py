@@ -19,6 +19,9 @@ NARROW = ModelConfig(hidden_dim=16, feature_dim=8, unet_depth=3, unet_start_filt
                      plane_resolution=32, height_reference="prior", point_height="prior", plane_context="prior",
                      prior_refinement="bilateral", plane_sampling="centres")
 WIDE = dataclasses.replace(NARROW, hidden_dim=32, feature_dim=16, unet_start_filters=16, decoder_hidden_dim=32)
+#: The same with a small image encoder of one ortho.
+MONO = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
+                           image_stem_channels=8, image_channels=16, image_norm_groups=4)
 
 
 def _trained_narrow(path: Path, config: ModelConfig = NARROW) -> torch.nn.Module:
@@ -69,20 +72,16 @@ def test_without_init_grow_narrower_weights_are_left_out(tmp_path: Path) -> None
 
 
 def test_a_wider_group_norm_is_refused_in_one_line(tmp_path: Path) -> None:
-    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
-                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
-    _trained_narrow(tmp_path / "mono.pt", mono)
-    wide = build_model(dataclasses.replace(mono, image_channels=32))
+    _trained_narrow(tmp_path / "mono.pt", MONO)
+    wide = build_model(dataclasses.replace(MONO, image_channels=32))
     with pytest.raises(InputError, match=r"init_grow from .*mono\.pt: .*bn.*cannot be grown"):
         initialise_from(wide, str(tmp_path / "mono.pt"), log=lambda m: None, grow=True)
 
 
 def test_a_grown_mono_network_keeps_its_image_branch(tmp_path: Path) -> None:
     """Widths of the shared feature planes grow through the image encoder's output layers too."""
-    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
-                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
-    narrow = _trained_narrow(tmp_path / "mono.pt", mono)
-    wide = build_model(dataclasses.replace(mono, feature_dim=16, unet_start_filters=16))
+    narrow = _trained_narrow(tmp_path / "mono.pt", MONO)
+    wide = build_model(dataclasses.replace(MONO, feature_dim=16, unet_start_filters=16))
     initialise_from(wide, str(tmp_path / "mono.pt"), log=lambda m: None, grow=True)
     query, points, images = _patch(seed=6, n_images=1)
     with torch.no_grad():
@@ -93,10 +92,8 @@ def test_a_grown_mono_network_keeps_its_image_branch(tmp_path: Path) -> None:
 def test_a_mono_grown_into_a_stereo_starts_as_the_mono_on_the_first_view(tmp_path: Path) -> None:
     """The second ortho is one more input channel of the image encoder's first convolution: grown,
     the stereo gives the mono's logits whatever the second view shows, and that view's weights learn."""
-    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
-                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
-    narrow = _trained_narrow(tmp_path / "mono.pt", mono)
-    stereo = build_model(dataclasses.replace(mono, n_images=2))
+    narrow = _trained_narrow(tmp_path / "mono.pt", MONO)
+    stereo = build_model(dataclasses.replace(MONO, n_images=2))
     logs: list[str] = []
     initialise_from(stereo, str(tmp_path / "mono.pt"), log=logs.append, grow=True)
     assert "1 grown wider" in logs[0]
@@ -114,11 +111,9 @@ def test_a_mono_grown_into_a_stereo_starts_as_the_mono_on_the_first_view(tmp_pat
 
 
 def test_a_stereo_cannot_be_grown_into_a_mono(tmp_path: Path) -> None:
-    mono = dataclasses.replace(NARROW, n_images=1, image_size=32, image_stacks=1, image_hourglass_depth=2,
-                               image_stem_channels=8, image_channels=16, image_norm_groups=4)
-    _trained_narrow(tmp_path / "stereo.pt", dataclasses.replace(mono, n_images=2))
+    _trained_narrow(tmp_path / "stereo.pt", dataclasses.replace(MONO, n_images=2))
     with pytest.raises(InputError, match=r"init_grow from .*stereo\.pt: it reads 2 ortho-image\(s\), this network 1"):
-        initialise_from(build_model(mono), str(tmp_path / "stereo.pt"), log=lambda m: None, grow=True)
+        initialise_from(build_model(MONO), str(tmp_path / "stereo.pt"), log=lambda m: None, grow=True)
 
 
 def test_init_grow_needs_exactly_one_checkpoint(tmp_path: Path) -> None:
